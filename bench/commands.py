@@ -1,0 +1,162 @@
+"""What each `python -m bench` command does."""
+
+import json
+import math
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+
+import problems
+from oracle.errors import BadInput, DataError
+from oracle.subset import parse_subset
+
+
+def problem_from_args(args: Namespace):
+    options = {
+        "oracle": args.oracle,
+        "on_miss": args.on_miss,
+        "table": args.table,
+        "device": args.device,
+        "dtype": args.dtype,
+        "study_sizes": args.study_sizes or None,
+        "windows": args.windows,
+        "window_tokens": args.window_tokens,
+        "items": args.items,
+    }
+    return problems.get(args.problem, **{k: v for k, v in options.items() if v is not None})
+
+
+def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
+    texts = list(args.subset)
+    if args.subsets_file:
+        try:
+            texts += [line for line in args.subsets_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        except OSError as error:
+            raise DataError(f"cannot read subsets file {args.subsets_file}: {error.strerror}") from None
+    if not texts:
+        raise BadInput("no subset given: use --subset 3,7,12 or --subsets-file FILE")
+    return [parse_subset(text, n_blocks) for text in texts]
+
+
+def evaluate(args: Namespace) -> int:
+    # Subsets are checked before the problem (and its table) is built: bad input touches nothing.
+    subsets = read_subsets(args, problems.block_count(args.problem))
+    problem = problem_from_args(args)
+    evaluations = problem.evaluate([()] + subsets)
+    base = evaluations[0].loss
+    rows = [
+        {
+            "problem": problem.name,
+            "subset": list(e.subset),
+            "loss": e.loss,
+            "base_loss": base,
+            "delta": e.loss - base,
+            "source": e.source,
+            "cost_s": e.cost_s,
+        }
+        for e in evaluations[1:]
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(f"{problem.description}")
+        print(f"{'subset':<24} {'L(S)':>10} {'L(∅)':>10} {'Δ(S)':>10}  {'source':<9} {'cost_s':>7}")
+        for row in rows:
+            subset = ",".join(map(str, row["subset"])) or "∅"
+            print(f"{subset:<24} {row['loss']:>10.5f} {row['base_loss']:>10.5f} {row['delta']:>10.5f}  "
+                  f"{row['source']:<9} {row['cost_s']:>7.2f}")
+        counters = problem.oracle.counters
+        print(f"requests {counters.requests}, table hits {counters.hits}, new evaluations {counters.evaluations}, "
+              f"{counters.cost_s:.1f} s evaluating")
+    return 0
+
+
+def table_info(args: Namespace) -> int:
+    from oracle.table import EvaluationTable
+
+    with EvaluationTable.open(args.path, mode="r") as table:
+        info = table.info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"table        {info['path']}")
+    print(f"fingerprint  {info['fingerprint']}")
+    print(f"problem      {info['description']}")
+    print(f"rows         {info['rows']} ({info['n_blocks']} blocks, {info['n_samples']} samples per row)")
+    coverage = info["coverage"]
+    for size, count in sorted(coverage["by_size"].items(), key=lambda item: int(item[0])):
+        possible = math.comb(info["n_blocks"], int(size))
+        print(f"  size {int(size):>2}: {count:>7} of {possible:,} subsets")
+    print(f"created      {info['created']}, updated {info['updated']}")
+    for env in info["environments"]:
+        print(f"environment  {json.dumps(env, sort_keys=True)}")
+    print(f"spec         {json.dumps(info['spec'], sort_keys=True)}")
+    return 0
+
+
+def table_verify(args: Namespace) -> int:
+    from oracle.table import EvaluationTable
+    from problems.model_oracles import build_live_oracle
+
+    if args.rows < 1:
+        raise BadInput(f"--rows must be at least 1, got {args.rows}")
+    with EvaluationTable.open(args.path, mode="r") as table:
+        spec = table.info()["spec"]
+        stored = {e.subset: e for e in table.rows()}
+    subsets = sorted(stored)
+    chosen = [subsets[i] for i in np.random.default_rng(args.seed).choice(len(subsets), min(args.rows, len(subsets)), replace=False)]
+    live = build_live_oracle(spec, args.device)
+    fresh = live.evaluate(chosen)
+    report = []
+    for evaluation in fresh:
+        old = stored[evaluation.subset].loss
+        absolute = abs(evaluation.loss - old)
+        relative = absolute / max(abs(old), 1e-12)
+        report.append({"subset": list(evaluation.subset), "stored": old, "live": evaluation.loss,
+                       "abs_diff": absolute, "rel_diff": relative})
+    largest = max(report, key=lambda row: row["rel_diff"] if np.isfinite(row["rel_diff"]) else math.inf)
+    if args.json:
+        print(json.dumps({"rows": report, "max_abs_diff": max(r["abs_diff"] for r in report),
+                          "max_rel_diff": largest["rel_diff"]}))
+    else:
+        for row in report:
+            print(f"{','.join(map(str, row['subset'])) or '∅':<24} stored {row['stored']:.6f} live {row['live']:.6f} "
+                  f"rel diff {row['rel_diff']:.2e}")
+        print(f"{len(report)} rows re-evaluated; largest relative difference {largest['rel_diff']:.2e} "
+              f"(subset {largest['subset']})")
+    return 0
+
+
+def data_check(args: Namespace) -> int:
+    from problems.data_build import check_shipped
+
+    results = check_shipped()
+    for row in results:
+        status = "matches" if row["match"] else "DIFFERS"
+        print(f"{row['name']:<40} {row['rows']:>6} rows  {status}")
+    return 0 if all(row["match"] for row in results) else 1
+
+
+def data_rebuild(args: Namespace) -> int:
+    from problems.data_build import DATA_DIR, build_all, render_sources
+
+    results = build_all(DATA_DIR)
+    (DATA_DIR / "SOURCES.md").write_text(render_sources(results))
+    for row in results:
+        print(f"{row['name']:<40} {row['rows']:>6} rows  sha256 {row['sha256'][:16]}")
+    return 0
+
+
+def list_problems(args: Namespace) -> int:
+    for name in problems.names():
+        print(name)
+    return 0
+
+
+def perf(args: Namespace) -> int:
+    from bench.perf import oracle_benchmark
+
+    oracle_benchmark(args.problem, args.base, args.device)
+    return 0

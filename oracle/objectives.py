@@ -1,0 +1,194 @@
+"""Calibration objectives: they turn raw calibration data into token batches and reduce the
+scored log-probabilities to per-sample losses (lower is better).
+
+- `PerplexityObjective` ("ppl"): mean token NLL in nats over `windows` windows of `window_tokens`
+  tokens. Window spec: passages are tokenised (no special tokens) in an order drawn from
+  `seed`, each followed by the EOS token, and concatenated; the stream is cut into consecutive
+  non-overlapping windows of `window_tokens` tokens — `window_tokens − 1` of them when the model
+  needs a BOS, which is then put first in every window. Every next-token prediction inside a
+  window is scored. Per-sample loss = the window's mean NLL; loss = the mean over windows.
+- `MarginObjective` ("margin"): task likelihood margin. For an item with options j, ℓ_j is the
+  mean log-prob of option j's continuation tokens given its context (context and continuation
+  tokenised separately). margin = ℓ_gold − mean_{j≠gold} ℓ_j (reduce="mean") or
+  Σ_{j≠gold} (ℓ_gold − ℓ_j) (reduce="pudding_sum"); per-sample loss = −margin. Options share
+  the tokens their contexts have in common: the prompt is computed once per item, not per option.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from oracle.errors import DataError
+from oracle.token_batch import TokenBatch
+
+
+@dataclass
+class PreparedObjective:
+    """Token batches plus what is needed to reduce their scores to per-sample losses."""
+
+    batches: list[TokenBatch]
+    n_samples: int
+    token_digest: str
+    gold: np.ndarray | None = None  # margin: gold option per sample
+    n_options: np.ndarray | None = None  # margin: options per sample
+
+
+class PerplexityObjective:
+    name = "ppl"
+
+    def __init__(self, windows: int, window_tokens: int, seed: int, needs_bos: bool, batch_tokens: int = 2048):
+        self.windows = windows
+        self.window_tokens = window_tokens
+        self.seed = seed
+        self.needs_bos = needs_bos
+        self.batch_tokens = batch_tokens
+
+    def prepare(self, tokenizer: Any, passages: list[str]) -> PreparedObjective:
+        text_tokens = self.window_tokens - int(self.needs_bos)
+        needed = self.windows * text_tokens
+        stream: list[int] = []
+        for index in np.random.default_rng(self.seed).permutation(len(passages)):
+            stream += tokenizer(passages[index], add_special_tokens=False)["input_ids"]
+            stream.append(tokenizer.eos_token_id)
+            if len(stream) >= needed:
+                break
+        if len(stream) < needed:
+            raise DataError(
+                f"calibration text has {len(stream)} tokens, {needed} needed for "
+                f"{self.windows}×{self.window_tokens}"
+            )
+        windows = torch.tensor(stream[:needed], dtype=torch.long).view(self.windows, text_tokens)
+        if self.needs_bos:
+            bos = torch.full((self.windows, 1), tokenizer.bos_token_id, dtype=torch.long)
+            windows = torch.cat([bos, windows], dim=1)
+        rows_per_batch = max(1, self.batch_tokens // self.window_tokens)
+        batches = [
+            self._batch(windows[start : start + rows_per_batch], start)
+            for start in range(0, self.windows, rows_per_batch)
+        ]
+        return PreparedObjective(batches, self.windows, _digest(windows.flatten().tolist()))
+
+    def _batch(self, windows: torch.Tensor, first_sample: int) -> TokenBatch:
+        rows, length = windows.shape
+        row = torch.arange(rows).repeat_interleave(length - 1)
+        col = torch.arange(length - 1).repeat(rows)
+        return TokenBatch(
+            input_ids=windows,
+            position_ids=torch.arange(length).expand(rows, length).contiguous(),
+            segment_ids=torch.zeros(rows, length, dtype=torch.long),
+            score_row=row,
+            score_col=col,
+            score_target=windows[row, col + 1],
+            score_sample=row + first_sample,
+            score_option=torch.zeros_like(row),
+        )
+
+    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+        samples = torch.cat([b.score_sample for b in prepared.batches])
+        values = torch.cat(logprobs).double()
+        total = torch.zeros(prepared.n_samples, dtype=torch.float64).index_add_(0, samples, -values)
+        count = torch.zeros(prepared.n_samples, dtype=torch.float64).index_add_(0, samples, torch.ones_like(values))
+        return (total / count).numpy()
+
+
+class MarginObjective:
+    name = "margin"
+
+    def __init__(self, needs_bos: bool, reduce: str = "mean", batch_tokens: int = 512):
+        if reduce not in ("mean", "pudding_sum"):
+            raise DataError(f"margin reduce must be 'mean' or 'pudding_sum', not {reduce!r}")
+        self.needs_bos = needs_bos
+        self.reduce_mode = reduce
+        self.batch_tokens = batch_tokens
+
+    def prepare(self, tokenizer: Any, items: list[dict]) -> PreparedObjective:
+        packed = [self._pack(tokenizer, item) for item in items]
+        # Similar lengths together: less padding. Stable sort keeps the order deterministic.
+        order = sorted(range(len(packed)), key=lambda i: len(packed[i][0]))
+        batches, group = [], []
+        for index in order:
+            longest = max([len(packed[i][0]) for i in group] + [len(packed[index][0])])
+            if group and longest * (len(group) + 1) > self.batch_tokens:
+                batches.append(self._batch([packed[i] for i in group], group))
+                group = []
+            group.append(index)
+        if group:
+            batches.append(self._batch([packed[i] for i in group], group))
+        digest = _digest([token for row in packed for token in row[0]])
+        gold = np.array([item["gold"] for item in items])
+        n_options = np.array([len(item["choices"]) for item in items])
+        return PreparedObjective(batches, len(items), digest, gold, n_options)
+
+    def _pack(self, tokenizer: Any, item: dict) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
+        """One row: shared prefix then each option's remaining context and continuation.
+        Returns ids, positions, segments and scored (column predicting, target, option)."""
+        bos = [tokenizer.bos_token_id] if self.needs_bos else []
+        contexts = [bos + tokenizer(c["context"], add_special_tokens=False)["input_ids"] for c in item["choices"]]
+        continuations = [tokenizer(c["continuation"], add_special_tokens=False)["input_ids"] for c in item["choices"]]
+        if not all(contexts) or not all(continuations):
+            raise DataError(f"item {item.get('id')}: an option has an empty context or continuation")
+        shared = _common_prefix_length(contexts)
+        ids, positions, segments = list(contexts[0][:shared]), list(range(shared)), [0] * shared
+        scored = []
+        for option, (context, continuation) in enumerate(zip(contexts, continuations)):
+            branch = context[shared:] + continuation
+            start = len(ids)
+            first_scored = len(context) - shared
+            for offset in range(first_scored, len(branch)):
+                predicting = start + offset - 1 if offset > 0 else shared - 1
+                scored.append((predicting, branch[offset], option))
+            ids += branch
+            positions += range(shared, shared + len(branch))
+            segments += [option + 1] * len(branch)
+        return ids, positions, segments, scored
+
+    def _batch(self, rows: list, samples: list[int]) -> TokenBatch:
+        length = max(len(row[0]) for row in rows)
+        shape = (len(rows), length)
+        input_ids = torch.zeros(shape, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        segment_ids = torch.full(shape, -1, dtype=torch.long)
+        score = []
+        for r, (ids, positions, segments, scored) in enumerate(rows):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            position_ids[r, : len(ids)] = torch.tensor(positions)
+            segment_ids[r, : len(ids)] = torch.tensor(segments)
+            score += [(r, col, target, samples[r], option) for col, target, option in scored]
+        columns = torch.tensor(score, dtype=torch.long).T
+        return TokenBatch(input_ids, position_ids, segment_ids, *columns)
+
+    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+        samples = torch.cat([b.score_sample for b in prepared.batches]).numpy()
+        options = torch.cat([b.score_option for b in prepared.batches]).numpy()
+        values = torch.cat(logprobs).double().numpy()
+        n_options = prepared.n_options
+        width = int(n_options.max())
+        total = np.zeros((prepared.n_samples, width))
+        count = np.zeros((prepared.n_samples, width))
+        np.add.at(total, (samples, options), values)
+        np.add.at(count, (samples, options), 1.0)
+        mean = total / np.where(count > 0, count, 1.0)
+        gold = mean[np.arange(prepared.n_samples), prepared.gold]
+        valid = np.arange(width)[None, :] < n_options[:, None]
+        wrong_sum = np.where(valid, mean, 0.0).sum(1) - gold
+        wrong = n_options - 1
+        if self.reduce_mode == "mean":
+            margin = gold - wrong_sum / wrong
+        else:
+            margin = wrong * gold - wrong_sum
+        return -margin
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    shortest = min(len(s) for s in sequences)
+    for position in range(shortest):
+        if len({s[position] for s in sequences}) > 1:
+            return position
+    return shortest
+
+
+def _digest(tokens: list[int]) -> str:
+    return hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()

@@ -1,0 +1,150 @@
+"""Building the oracle of a model problem: live (write-through to its table) or replayed.
+
+The model is loaded only when a request misses the table, so replaying or re-reading stored
+evaluations never pays for torch, the model or the tokenisation of the calibration data."""
+
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from oracle.errors import BadInput
+from oracle.evaluation import OracleCounters
+from oracle.memo import MemoOracle, ReplayOracle
+from oracle.model_loading import ModelSource
+from oracle.table import EvaluationTable, table_path
+from problems.problem import Problem
+from problems.model_problems import description, problem_spec
+
+REPO_TABLES = Path(__file__).resolve().parent.parent / "surrogate_tables"
+
+
+def default_table_directory() -> Path:
+    """Where a problem's table lives unless --table says otherwise (DEPTHBENCH_TABLES or the
+    repository's surrogate_tables/)."""
+    return Path(os.environ.get("DEPTHBENCH_TABLES") or REPO_TABLES)
+
+
+def build_problem(
+    name: str,
+    oracle: str = "live",
+    table: str | Path | None = None,
+    on_miss: str = "strict",
+    device: str = "cpu",
+    study_sizes: bool = False,
+    dtype: str | None = None,
+    **sizes: Any,
+) -> Problem:
+    dtype = dtype or "float32"
+    if device == "cpu" and dtype != "float32":
+        raise BadInput(f"dtype {dtype} is not supported on cpu (fp32 is the fast path there)")
+    spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)
+    n_blocks = spec["model"]["n_blocks"]
+    n_samples = spec["objective"].get("windows") or spec["objective"]["items"]
+    path = Path(table) if table else table_path(default_table_directory(), name, spec["fingerprint"])
+    live = DeferredLiveOracle(spec, device, n_blocks)
+    if oracle == "live":
+        store = EvaluationTable.create(
+            path,
+            fingerprint=spec["fingerprint"],
+            n_blocks=n_blocks,
+            n_samples=n_samples,
+            spec=spec,
+            description=description(spec),
+            environment=environment(device),
+        )
+        live.table = store
+        chosen = MemoOracle(live, store)
+    elif oracle == "replay":
+        mode = "a" if on_miss == "live" else "r"
+        store = EvaluationTable.open(path, mode=mode, expected_fingerprint=spec["fingerprint"])
+        live.table = store if mode == "a" else None
+        chosen = ReplayOracle(store, on_miss=on_miss, live=live)
+    else:
+        raise BadInput(f"unknown oracle {oracle!r}: expected 'live' or 'replay'")
+    return Problem(name=name, n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions and machine the rows are made in (metadata, never part of the fingerprint)."""
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": installed("torch"),
+        "transformers": installed("transformers"),
+        "depthbench": installed("depthbench"),
+        "device": device,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+class DeferredLiveOracle:
+    """A LiveOracle built on its first request: model load, tokenisation and data reading happen
+    only if something must really be evaluated."""
+
+    def __init__(self, spec: dict[str, Any], device: str, n_blocks: int):
+        self.spec = spec
+        self.device = device
+        self.n_blocks = n_blocks
+        self.fingerprint = spec["fingerprint"]
+        self.counters = OracleCounters()
+        self.table: EvaluationTable | None = None
+        self._live = None
+
+    @property
+    def live(self):
+        if self._live is None:
+            self._live = build_live_oracle(self.spec, self.device)
+            self.counters = self._live.counters
+            if self.table is not None:
+                self._record_token_digest(self._live.prepared.token_digest)
+        return self._live
+
+    def evaluate(self, subsets):
+        return self.live.evaluate(subsets)
+
+    def _record_token_digest(self, digest: str) -> None:
+        """The fingerprint hashes the data file and model file; the token ids they give are
+        recorded too, so a changed tokeniser or window recipe cannot silently mix rows."""
+        stored = self.table.attribute("token_digest")
+        if stored is None:
+            self.table.set_attribute("token_digest", digest)
+        elif stored != digest:
+            raise BadInput(
+                f"calibration tokens differ from those of table {self.table.path} "
+                f"(token digest {digest[:16]} vs stored {stored[:16]}): tokeniser or data recipe changed"
+            )
+
+
+def build_live_oracle(spec: dict[str, Any], device: str):
+    """Load model and data of `spec` and return its LiveOracle."""
+    from oracle.block_runner import BlockRunner
+    from oracle.live import LiveOracle
+    from oracle.model_loading import load_model
+    from oracle.objectives import MarginObjective, PerplexityObjective
+    from problems.calibration_data import load_items, load_passages, sample_items, shipped_path
+
+    source = ModelSource(**spec["model"])
+    loaded = load_model(source, dtype=spec["dtype"], device=device)
+    settings = spec["objective"]
+    data_file = shipped_path(spec["data"]["file"])
+    if settings["name"] == "ppl":
+        objective = PerplexityObjective(
+            settings["windows"], settings["window_tokens"], settings["seed"], source.needs_bos
+        )
+        prepared = objective.prepare(loaded.tokenizer, load_passages(data_file))
+    else:
+        objective = MarginObjective(source.needs_bos, reduce=settings["reduce"])
+        items = sample_items(load_items(data_file), settings["items"], settings["seed"], settings["stratify_by_task"])
+        prepared = objective.prepare(loaded.tokenizer, items)
+    return LiveOracle(BlockRunner(loaded.model), objective, prepared, spec["fingerprint"])

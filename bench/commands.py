@@ -42,8 +42,9 @@ def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
 def evaluate(args: Namespace) -> int:
     # Subsets are checked before the problem (and its table) is built: bad input touches nothing.
     subsets = read_subsets(args, problems.block_count(args.problem))
-    problem = problem_from_args(args)
-    evaluations = problem.evaluate([()] + subsets)
+    with problem_from_args(args) as problem:
+        evaluations = problem.evaluate([()] + subsets)
+        counters = problem.oracle.counters
     base = evaluations[0].loss
     rows = [
         {
@@ -67,7 +68,6 @@ def evaluate(args: Namespace) -> int:
             subset = ",".join(map(str, row["subset"])) or "∅"
             print(f"{subset:<24} {row['loss']:>10.5f} {row['base_loss']:>10.5f} {row['delta']:>10.5f}  "
                   f"{row['source']:<9} {row['cost_s']:>7.2f}")
-        counters = problem.oracle.counters
         print(f"requests {counters.requests}, table hits {counters.hits}, new evaluations {counters.evaluations}, "
               f"{counters.cost_s:.1f} s evaluating")
     return 0
@@ -86,12 +86,16 @@ def table_info(args: Namespace) -> int:
     print(f"problem      {info['description']}")
     print(f"rows         {info['rows']} ({info['n_blocks']} blocks, {info['n_samples']} samples per row)")
     coverage = info["coverage"]
+    for part in ("singles", "pairs"):
+        print(f"{part:<12} {coverage[part]['present']} of {coverage[part]['possible']} present")
     for size, count in sorted(coverage["by_size"].items(), key=lambda item: int(item[0])):
         possible = math.comb(info["n_blocks"], int(size))
         print(f"  size {int(size):>2}: {count:>7} of {possible:,} subsets")
     print(f"created      {info['created']}, updated {info['updated']}")
-    for env in info["environments"]:
-        print(f"environment  {json.dumps(env, sort_keys=True)}")
+    for produced in info["environments"]:
+        print(f"environment  {produced['rows']} rows made with {json.dumps(produced['environment'], sort_keys=True)}")
+    for name, value in sorted(info["attributes"].items()):
+        print(f"attribute    {name} = {json.dumps(value)[:120]}")
     print(f"spec         {json.dumps(info['spec'], sort_keys=True)}")
     return 0
 

@@ -10,13 +10,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from oracle.errors import BadInput
+from oracle.errors import BadInput, FingerprintMismatch
 from oracle.evaluation import OracleCounters
 from oracle.memo import MemoOracle, ReplayOracle
 from oracle.model_loading import ModelSource
+from oracle.sample_prefix import SamplePrefixOracle
 from oracle.table import EvaluationTable, table_path
 from problems.problem import Problem
-from problems.model_problems import description, problem_spec
+from problems.model_problems import description, is_sample_prefix, problem_spec
 
 REPO_TABLES = Path(__file__).resolve().parent.parent / "surrogate_tables"
 
@@ -58,13 +59,30 @@ def build_problem(
         live.table = store
         chosen = MemoOracle(live, store)
     elif oracle == "replay":
-        mode = "a" if on_miss == "live" else "r"
-        store = EvaluationTable.open(path, mode=mode, expected_fingerprint=spec["fingerprint"])
-        live.table = store if mode == "a" else None
-        chosen = ReplayOracle(store, on_miss=on_miss, live=live)
+        chosen = replay_oracle(spec, path, on_miss, live, n_samples)
     else:
         raise BadInput(f"unknown oracle {oracle!r}: expected 'live' or 'replay'")
     return Problem(name=name, n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
+
+
+def replay_oracle(spec: dict[str, Any], path: Path, on_miss: str, live: "DeferredLiveOracle", n_samples: int):
+    """Replay from the problem's own table, or from a table of the same problem built with more
+    calibration samples (its first per-sample losses are this problem's)."""
+    mode = "a" if on_miss == "live" else "r"
+    store = EvaluationTable.open(path, mode=mode)
+    if store.fingerprint == spec["fingerprint"]:
+        live.table = store if mode == "a" else None
+        return ReplayOracle(store, on_miss=on_miss, live=live)
+    store.close()
+    if not is_sample_prefix(spec, store.spec):
+        raise FingerprintMismatch(
+            f"table {path} was built for fingerprint {store.fingerprint}, "
+            f"but the problem has fingerprint {spec['fingerprint']}"
+        )
+    if on_miss != "strict":
+        raise BadInput(f"table {path} has more calibration samples than the problem: replay it with on_miss='strict'")
+    store = EvaluationTable.open(path, mode="r")
+    return SamplePrefixOracle(ReplayOracle(store), n_samples, spec["fingerprint"])
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -116,7 +134,7 @@ class DeferredLiveOracle:
     def _record_token_digest(self, digest: str) -> None:
         """The fingerprint hashes the data file and model file; the token ids they give are
         recorded too, so a changed tokeniser or window recipe cannot silently mix rows."""
-        stored = self.table.attribute("token_digest")
+        stored = self.table.info()["attributes"].get("token_digest")
         if stored is None:
             self.table.set_attribute("token_digest", digest)
         elif stored != digest:

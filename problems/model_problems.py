@@ -90,6 +90,24 @@ def spec_fingerprint(spec: dict[str, Any]) -> str:
     )
 
 
+def is_sample_prefix(spec: dict[str, Any], larger: dict[str, Any]) -> bool:
+    """True when the calibration samples of `spec` are the first ones of `larger`: the same
+    model, data, dtype and recipe, with fewer windows or items (windows are consecutive pieces
+    of one token stream and items are drawn in a fixed order, so a smaller count is a prefix)."""
+    size = {"ppl": "windows", "margin": "items"}.get(spec["objective"]["name"])
+    if size is None or not isinstance(larger, dict) or "objective" not in larger:
+        return False
+    same = {key: value for key, value in spec["objective"].items() if key != size}
+    other = {key: value for key, value in larger["objective"].items() if key != size}
+    return (
+        same == other
+        and larger["objective"][size] >= spec["objective"][size]
+        and larger.get("model", {}).get("sha256") == spec["model"].get("sha256")
+        and larger.get("data") == spec["data"]
+        and larger.get("dtype") == spec["dtype"]
+    )
+
+
 def description(spec: dict[str, Any]) -> str:
     objective = spec["objective"]
     model = ModelSource(**spec["model"]).describe()

@@ -41,3 +41,15 @@ class Problem:
     def delta(self, blocks: Iterable[int]) -> float:
         """Δ(S) = L(S) − L(∅)."""
         return self.loss(blocks) - self.base_loss()
+
+    def close(self) -> None:
+        """Release the problem's table (flushes it and frees the writer lock), if it has one."""
+        table = getattr(self.oracle, "table", None)
+        if table is not None:
+            table.close()
+
+    def __enter__(self) -> "Problem":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -64,3 +64,48 @@ def test_gemma_blocks_keep_their_attention_type_when_others_are_skipped():
             logits = rebuilt_without(model, evaluation.subset)(windows).logits.double()
         nll = -logits[:, :-1].log_softmax(-1).gather(2, windows[:, 1:, None])[..., 0].mean(1).numpy()
         np.testing.assert_allclose(evaluation.per_sample, nll, rtol=1e-5)
+
+
+def test_cli_evaluates_live_stores_replays_and_verifies(tmp_path, monkeypatch, capsys):
+    import json
+
+    from bench.cli import main
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path))
+    sizes = ["--problem", "smollm2-135m/ppl", "--windows", "2", "--window-tokens", "32"]
+    assert main(["evaluate", *sizes, "--subset", "3,7,12", "--subset", "4", "--json"]) == 0
+    live = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["source"] for row in live] == ["live", "live"]
+    assert all(row["delta"] == pytest.approx(row["loss"] - row["base_loss"]) for row in live)
+
+    assert main(["evaluate", *sizes, "--oracle", "replay", "--subset", "3,7,12", "--json"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["source"] == "table" and replayed["loss"] == live[0]["loss"]
+
+    (table,) = tmp_path.glob("*.h5")
+    assert main(["table", "info", str(table)]) == 0
+    info = capsys.readouterr().out
+    assert "singles      1 of 30 present" in info and "token_digest" in info
+
+    assert main(["table", "verify", str(table), "--rows", "3", "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert len(verified["rows"]) == 3 and verified["max_rel_diff"] <= 1e-4
+
+
+def test_a_smaller_calibration_set_replays_from_a_larger_table(tmp_path, monkeypatch):
+    import problems
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path))
+    subsets = [(), (3, 7), (11,)]
+    with problems.get("smollm2-135m/ppl", windows=3, window_tokens=32) as larger:
+        larger.evaluate(subsets)
+        table = larger.oracle.table.path
+    with problems.get("smollm2-135m/ppl", windows=2, window_tokens=32, oracle="replay", table=table) as replayed:
+        from_table = replayed.evaluate(subsets)
+    with problems.get("smollm2-135m/ppl", windows=2, window_tokens=32) as smaller:
+        fresh = smaller.evaluate(subsets)
+    for a, b in zip(from_table, fresh):
+        assert a.source == "table" and b.source == "live"
+        assert a.loss == pytest.approx(b.loss, rel=1e-6)  # per-sample losses are stored as float32
+    with pytest.raises(Exception, match="fingerprint"):
+        problems.get("smollm2-135m/ppl", windows=4, window_tokens=32, oracle="replay", table=table)

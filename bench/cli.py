@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subset", action="append", default=[], metavar="I,J,…",
                           help="blocks to remove, e.g. 3,7,12 (repeatable; '' is the empty subset)")
     evaluate.add_argument("--subsets-file", type=Path, help="file with one subset per line")
+    evaluate.add_argument("--batch-size", type=int, default=None,
+                          help="evaluate and store the subsets in batches of this many (resumable; default: one batch)")
     evaluate.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     evaluate.set_defaults(handler=lambda a: _commands().evaluate(a))
 

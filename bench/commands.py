@@ -42,8 +42,10 @@ def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
 def evaluate(args: Namespace) -> int:
     # Subsets are checked before the problem (and its table) is built: bad input touches nothing.
     subsets = read_subsets(args, problems.block_count(args.problem))
+    if args.batch_size is not None and args.batch_size < 1:
+        raise BadInput(f"--batch-size must be at least 1, got {args.batch_size}")
     with problem_from_args(args) as problem:
-        evaluations = problem.evaluate([()] + subsets)
+        evaluations = evaluate_in_batches(problem, [()] + subsets, args.batch_size or len(subsets) + 1)
         counters = problem.oracle.counters
     base = evaluations[0].loss
     rows = [
@@ -71,6 +73,23 @@ def evaluate(args: Namespace) -> int:
         print(f"requests {counters.requests}, table hits {counters.hits}, new evaluations {counters.evaluations}, "
               f"{counters.cost_s:.1f} s evaluating")
     return 0
+
+
+def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int) -> list:
+    """Evaluate batch by batch, so every finished batch is stored (an interrupted run resumes
+    from the table), reporting progress on stderr when there is more than one batch."""
+    import sys
+    import time
+
+    evaluations, started = [], time.perf_counter()
+    for start in range(0, len(subsets), batch_size):
+        evaluations += problem.evaluate(subsets[start : start + batch_size])
+        if batch_size < len(subsets):
+            done, elapsed = len(evaluations), time.perf_counter() - started
+            rate = done / elapsed
+            print(f"{done}/{len(subsets)} subsets, {problem.oracle.counters.evaluations} evaluated, "
+                  f"{rate:.2f}/s, ETA {(len(subsets) - done) / rate:.0f} s", file=sys.stderr, flush=True)
+    return evaluations
 
 
 def table_info(args: Namespace) -> int:

@@ -92,6 +92,12 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--windows", type=int, help="ppl: number of calibration windows")
     parser.add_argument("--window-tokens", type=int, help="ppl: tokens per window")
     parser.add_argument("--items", type=int, help="margin: number of multiple-choice items")
+    parser.add_argument("--margin-reduce", choices=("mean", "pudding_sum"),
+                        help="margin: mean over wrong options (default) or PuDDing's sum")
+    parser.add_argument("--model", help="any Hugging Face causal LM (local directory or hub id) instead of "
+                                        "the problem's model")
+    parser.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
+                        help="start every window and prompt with BOS (default: the model's setting)")
 
 
 def _commands():

@@ -12,19 +12,25 @@ from oracle.errors import BadInput, DataError
 from oracle.subset import parse_subset
 
 
-def problem_from_args(args: Namespace):
+def problem_options(args: Namespace) -> dict:
+    """What shapes the problem itself (and so its fingerprint)."""
     options = {
-        "oracle": args.oracle,
-        "on_miss": args.on_miss,
-        "table": args.table,
-        "device": args.device,
-        "dtype": args.dtype,
         "study_sizes": args.study_sizes or None,
         "windows": args.windows,
         "window_tokens": args.window_tokens,
         "items": args.items,
+        "margin_reduce": args.margin_reduce,
+        "model": args.model,
+        "bos": args.bos,
+        "dtype": args.dtype,
     }
-    return problems.get(args.problem, **{k: v for k, v in options.items() if v is not None})
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def problem_from_args(args: Namespace):
+    oracle = {"oracle": args.oracle, "on_miss": args.on_miss, "table": args.table, "device": args.device}
+    oracle = {k: v for k, v in oracle.items() if v is not None}
+    return problems.get(args.problem, **oracle, **problem_options(args))
 
 
 def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
@@ -41,7 +47,7 @@ def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
 
 def evaluate(args: Namespace) -> int:
     # Subsets are checked before the problem (and its table) is built: bad input touches nothing.
-    subsets = read_subsets(args, problems.block_count(args.problem))
+    subsets = read_subsets(args, problems.block_count(args.problem, **problem_options(args)))
     if args.batch_size is not None and args.batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1, got {args.batch_size}")
     with problem_from_args(args) as problem:

@@ -44,7 +44,7 @@ def build_problem(
     spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)
     n_blocks = spec["model"]["n_blocks"]
     n_samples = spec["objective"].get("windows") or spec["objective"]["items"]
-    path = Path(table) if table else table_path(default_table_directory(), name, spec["fingerprint"])
+    path = Path(table) if table else table_path(default_table_directory(), spec["name"], spec["fingerprint"])
     live = DeferredLiveOracle(spec, device, n_blocks)
     if oracle == "live":
         store = EvaluationTable.create(
@@ -62,7 +62,7 @@ def build_problem(
         chosen = replay_oracle(spec, path, on_miss, live, n_samples)
     else:
         raise BadInput(f"unknown oracle {oracle!r}: expected 'live' or 'replay'")
-    return Problem(name=name, n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
+    return Problem(name=spec["name"], n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
 
 
 def replay_oracle(spec: dict[str, Any], path: Path, on_miss: str, live: "DeferredLiveOracle", n_samples: int):

@@ -8,11 +8,12 @@ holds the tokenizer) these determine the calibration token ids exactly, so the f
 known without loading anything and replayed tables are checked on machines with no model; the
 token-id digest itself is recorded in the table when live rows are written."""
 
-from dataclasses import asdict
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from oracle.errors import BadInput, UnknownProblem
+from oracle.errors import BadInput, ModelUnavailable, UnknownProblem
 from oracle.fingerprint import file_digest, fingerprint
 from oracle.model_loading import ModelSource
 from problems import registry
@@ -48,8 +49,18 @@ STUDY_SIZES = {"ppl": {"windows": 64, "window_tokens": 2048}, "margin": {"items"
 DATA = {"ppl": "ppl-boolq-wiki-train", "margin": "margin-cs8-train"}
 
 
-def problem_spec(name: str, study_sizes: bool = False, dtype: str = "float32", **sizes: Any) -> dict[str, Any]:
-    """The plain-data spec of a named model problem, with sizes overridable one by one."""
+def problem_spec(
+    name: str,
+    study_sizes: bool = False,
+    dtype: str = "float32",
+    model: str | None = None,
+    bos: bool | None = None,
+    margin_reduce: str | None = None,
+    **sizes: Any,
+) -> dict[str, Any]:
+    """The plain-data spec of a named model problem, with sizes overridable one by one.
+    `model` (a local directory or hub id) replaces the named model: any Hugging Face causal LM
+    whose blocks are a ModuleList; `bos` overrides whether windows and prompts start with BOS."""
     model_name, _, objective = name.partition("/")
     if model_name not in MODELS or objective not in DATA:
         raise UnknownProblem(f"unknown problem {name!r}")
@@ -62,13 +73,17 @@ def problem_spec(name: str, study_sizes: bool = False, dtype: str = "float32", *
         if int(value) < 1:
             raise BadInput(f"{name}: {key} must be at least 1, got {value}")
         chosen[key] = int(value)
-    source = MODELS[model_name]
+    source = MODELS[model_name] if model is None else custom_model_source(model)
+    if bos is not None:
+        source = replace(source, needs_bos=bool(bos))
     data_file = shipped_path(DATA[objective])
     settings = {"name": objective, "seed": 0, **chosen}
     if objective == "margin":
-        settings.update(reduce="mean", stratify_by_task=True)
+        settings.update(reduce=margin_reduce or "mean", stratify_by_task=True)
+    elif margin_reduce is not None:
+        raise BadInput(f"{name}: margin_reduce applies to margin problems only")
     spec = {
-        "name": name,
+        "name": name if model is None else f"{Path(model).name}/{objective}",
         "model": {key: value for key, value in asdict(source).items() if value is not None},
         "objective": settings,
         "data": {"file": data_file.name, "sha256": file_digest(str(data_file))},
@@ -76,6 +91,30 @@ def problem_spec(name: str, study_sizes: bool = False, dtype: str = "float32", *
     }
     spec["fingerprint"] = spec_fingerprint(spec)
     return spec
+
+
+def custom_model_source(model: str) -> ModelSource:
+    """A model given by local directory or hub id; its digest covers every weight file, so the
+    fingerprint is known before the weights are loaded."""
+    directory = Path(model)
+    if not directory.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            directory = Path(snapshot_download(model))
+        except Exception as error:  # offline, unknown id, no huggingface_hub: all mean "unavailable"
+            raise ModelUnavailable(f"model {model!r} is neither a local directory nor reachable on the hub "
+                                   f"({type(error).__name__})") from None
+    config_file = directory / "config.json"
+    weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+    if not config_file.exists() or not weights:
+        raise ModelUnavailable(f"{directory} has no config.json or no weight files")
+    config = json.loads(config_file.read_text())
+    config = config.get("text_config", config)
+    digest = fingerprint({p.name: file_digest(str(p)) for p in weights})
+    tokenizer_config = directory / "tokenizer_config.json"
+    needs_bos = bool(tokenizer_config.exists() and json.loads(tokenizer_config.read_text()).get("add_bos_token"))
+    return ModelSource(path=str(directory), sha256=digest, n_blocks=config["num_hidden_layers"], needs_bos=needs_bos)
 
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:

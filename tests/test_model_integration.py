@@ -109,3 +109,23 @@ def test_a_smaller_calibration_set_replays_from_a_larger_table(tmp_path, monkeyp
         assert a.loss == pytest.approx(b.loss, rel=1e-6)  # per-sample losses are stored as float32
     with pytest.raises(Exception, match="fingerprint"):
         problems.get("smollm2-135m/ppl", windows=4, window_tokens=32, oracle="replay", table=table)
+
+
+def test_any_local_hugging_face_model_can_replace_the_default(tmp_path, monkeypatch):
+    import problems
+    from oracle.model_loading import load_model
+    from problems.model_problems import MODELS
+    from tests.tiny_models import tiny_model
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path / "tables"))
+    directory = tmp_path / "tiny-llama"
+    model = tiny_model("llama", n_blocks=5)
+    model.resize_token_embeddings(49152)
+    model.save_pretrained(directory)
+    load_model(MODELS["smollm2-135m"]).tokenizer.save_pretrained(directory)
+    assert problems.block_count("smollm2-135m/ppl", model=str(directory)) == 5
+    with problems.get("smollm2-135m/ppl", model=str(directory), windows=2, window_tokens=16) as problem:
+        assert problem.n_blocks == 5 and problem.name == "tiny-llama/ppl"
+        evaluations = problem.evaluate([(), (1, 3)])
+        assert all(np.isfinite(e.loss) for e in evaluations) and evaluations[0].loss != evaluations[1].loss
+        assert problem.oracle.table.path.name.startswith("tiny-llama__ppl__")

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--problem", default="smollm2-135m/ppl")
     perf.add_argument("--base", default="5,20", help="fixed subset the greedy step extends (default 5,20)")
     perf.add_argument("--device", default="cpu")
+    perf.add_argument("--solvers", action="store_true",
+                      help="instead: solver optimality gaps and overhead on synthetic problems (no model)")
     perf.set_defaults(handler=lambda a: _commands().perf(a))
     return parser
 

@@ -185,6 +185,12 @@ def list_problems(args: Namespace) -> int:
 
 
 def perf(args: Namespace) -> int:
+    if args.solvers:
+        from bench.solver_benchmarks import gap_benchmark, overhead_benchmark
+
+        gap_benchmark()
+        overhead_benchmark()
+        return 0
     from bench.perf import oracle_benchmark
 
     oracle_benchmark(args.problem, args.base, args.device)

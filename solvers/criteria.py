@@ -1,0 +1,39 @@
+"""Per-block scores (ALGORITHMS.md §3), lower = more removable: what one-shot top-k ranks by and
+what guided solvers take as a prior.
+
+`removal_loss` (s_i = L({i})) needs only the black box, so it works on every problem. The
+hidden-state and accuracy criteria need a live model; a solver never touches one, so they are
+served by the problem's oracle when it offers `block_scores(criterion)`."""
+
+import numpy as np
+
+from oracle.errors import BadInput
+from oracle.evaluation import rank_key
+from solvers.session import SearchSession
+
+CRITERIA = ("removal_loss", "cosine", "angular", "accuracy")
+
+
+def block_scores(session: SearchSession, criterion: str = "removal_loss") -> np.ndarray:
+    """Scores of the N blocks under `criterion`, shape (N,)."""
+    if criterion not in CRITERIA:
+        raise BadInput(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    if criterion == "removal_loss":
+        return removal_loss(session)
+    problem = session.problem
+    scores_of = getattr(problem.oracle, "block_scores", None)
+    if scores_of is None:
+        raise BadInput(
+            f"criterion {criterion!r} needs hidden states from a live model oracle, not available for {problem.name}"
+        )
+    scores = np.asarray(scores_of(criterion), dtype=float)
+    if scores.shape != (session.n_blocks,):
+        raise BadInput(f"criterion {criterion!r} gave scores of shape {scores.shape}, expected ({session.n_blocks},)")
+    return scores
+
+
+def removal_loss(session: SearchSession) -> np.ndarray:
+    """s_i = L({i}), the N singles in one batch (N evaluations of the budget). A NaN or inf
+    loss scores +inf: a block whose removal breaks the model is the least removable."""
+    losses = session.evaluate([(block,) for block in range(session.n_blocks)])
+    return np.array([rank_key(loss) for loss in losses])

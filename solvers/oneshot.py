@@ -1,0 +1,26 @@
+"""One-shot top-k (ALGORITHMS.md §4.1): score every block once, remove the k lowest-scoring."""
+
+import numpy as np
+
+from oracle.evaluation import rank_key
+from solvers.base import Solver
+from solvers.criteria import block_scores
+from solvers.session import SearchSession
+
+
+class OneShot(Solver):
+    """Remove the k blocks with the smallest scores, ties by index, ignoring interactions.
+
+    `criterion` is one of `solvers.criteria.CRITERIA`; the default `removal_loss` costs N
+    evaluations. A `prior` given to `solve` replaces the criterion (no extra evaluations). The
+    chosen subset is then evaluated once so the result carries its loss."""
+
+    name = "oneshot"
+
+    def __init__(self, criterion: str = "removal_loss"):
+        self.criterion = criterion
+
+    def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> None:
+        scores = block_scores(session, self.criterion) if prior is None else prior
+        ranked = sorted(range(session.n_blocks), key=lambda block: (rank_key(float(scores[block])), block))
+        session.evaluate([ranked[: session.k]])

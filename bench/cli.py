@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     evaluate.set_defaults(handler=lambda a: _commands().evaluate(a))
 
+    solve = commands.add_parser("solve", help="run one solver on a problem for one k")
+    add_problem_arguments(solve)
+    solve.add_argument("--solver", required=True, help="registry name, e.g. greedy (see `list`)")
+    solve.add_argument("--k", type=int, required=True, help="number of blocks to remove")
+    solve.add_argument("--budget", type=int, help="maximum unique evaluations")
+    solve.add_argument("--seed", type=int, default=0)
+    solve.add_argument("--config", default="{}", help="solver configuration as JSON, e.g. '{\"width\": 3}'")
+    solve.add_argument("--json", action="store_true")
+    solve.set_defaults(handler=lambda a: _commands().solve(a))
+
     table = commands.add_parser("table", help="inspect or verify a table").add_subparsers(parser_class=OneLineParser)
     info = table.add_parser("info", help="fingerprint, spec, rows, coverage, environment")
     info.add_argument("path", type=Path)
@@ -69,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser("rebuild", help="rebuild the shipped data files and SOURCES.md").set_defaults(
         handler=lambda a: _commands().data_rebuild(a))
 
-    listing = commands.add_parser("list", help="list problems")
+    listing = commands.add_parser("list", help="list problems and solvers")
     listing.set_defaults(handler=lambda a: _commands().list_problems(a))
 
     perf = commands.add_parser("perf", help="oracle benchmarks: prefix reuse, FLOP/s, table lookups")

@@ -98,6 +98,33 @@ def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int
     return evaluations
 
 
+def solve(args: Namespace) -> int:
+    import solvers
+
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as error:
+        raise BadInput(f"--config is not JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise BadInput("--config must be a JSON object")
+    solver = solvers.get(args.solver, **config)
+    with problem_from_args(args) as problem:
+        result = solver.solve(problem, args.k, budget=args.budget, seed=args.seed)
+        counters = problem.oracle.counters
+    row = {"problem": result.problem, "k": result.k, "solver": result.solver, "seed": result.seed,
+           "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
+           "certified": result.certified, "evaluations": result.n_evaluations, "requests": result.n_requests,
+           "wall_s": result.wall_s, "oracle": counters.as_dict(), "config": result.config}
+    if args.json:
+        print(json.dumps(row, default=str))
+    else:
+        print(f"{result.solver} on {result.problem}, k={result.k}, seed {result.seed}: remove {list(result.subset)}")
+        print(f"L(S) {result.loss:.5f}  Δ(S) {result.delta:.5f}{'  (certified optimal)' if result.certified else ''}")
+        print(f"{result.n_evaluations} unique subsets ({result.n_requests} requests) in {result.wall_s:.1f} s; "
+              f"oracle: {counters.hits} table hits, {counters.evaluations} new evaluations, {counters.cost_s:.1f} s")
+    return 0
+
+
 def table_info(args: Namespace) -> int:
     from oracle.table import EvaluationTable
 
@@ -179,8 +206,15 @@ def data_rebuild(args: Namespace) -> int:
 
 
 def list_problems(args: Namespace) -> int:
+    import solvers
+
+    print("problems:")
     for name in problems.names():
-        print(name)
+        print(f"  {name}")
+    print("solvers (default configuration):")
+    for name in solvers.names():
+        config = ", ".join(f"{key}={value!r}" for key, value in solvers.get(name).get_config().items())
+        print(f"  {name:<10} {config}")
     return 0
 
 

@@ -121,3 +121,30 @@ def test_a_real_process_exits_2_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: duplicate block indices [1] in subset [1, 1]"
+
+
+def test_solve_runs_a_solver_and_reports_its_result(capsys):
+    import json
+
+    code, out, _ = run(capsys, "solve", "--problem", "synthetic/quadratic-N12-seed0", "--solver", "exact",
+                       "--k", "3", "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert row["certified"] and len(row["subset"]) == 3 and row["evaluations"] == 220
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--solver", "nosuch", "--k", "3"], "nosuch"),
+    (["--solver", "greedy", "--k", "12"], "k=12"),
+    (["--solver", "greedy", "--k", "3", "--config", "{bad"], "--config"),
+    (["--solver", "beam", "--k", "3", "--config", '{"colour": 1}'], "colour"),
+])
+def test_solve_bad_input_is_one_line(capsys, argv, fragment):
+    code, _, err = run(capsys, "solve", "--problem", "synthetic/quadratic-N12-seed0", *argv)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_list_shows_problems_and_solvers_with_their_defaults(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert "smollm2-135m/ppl" in out and "greedy     barriers=False" in out

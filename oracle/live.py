@@ -4,7 +4,11 @@ Prefix reuse: the hidden state after block j depends only on which of blocks 0..
 For each calibration batch the states of the dense model are cached (up to a memory budget), so
 blocks before a subset's first removed block are never recomputed; within one request batch,
 subsets are visited in lexicographic order of their masks and share every deeper prefix they
-have in common with the previous subset."""
+have in common with the previous subset.
+
+Hidden-state criteria (ALGORITHMS.md §3) come from the same dense states h_0 (embeddings) …
+h_N (after the last block, before the final norm, so the last block compares like with like);
+padding tokens are ignored and these forwards are not evaluations."""
 
 import time
 from collections.abc import Sequence
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 
 from oracle.block_runner import BlockRunner
+from oracle.errors import BadInput
 from oracle.evaluation import Evaluation, OracleCounters
 from oracle.objectives import PreparedObjective
 from oracle.subset import Subset
@@ -40,6 +45,7 @@ class LiveOracle:
         self._batches = [batch.to(str(runner.device)) for batch in prepared.batches]
         self._dense: dict[int, list[torch.Tensor]] = {}
         self._dense_bytes = 0
+        self._summary: tuple[np.ndarray, np.ndarray] | None = None
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         self.counters.requests += len(subsets)
@@ -61,6 +67,55 @@ class LiveOracle:
         self.counters.evaluations += len(unique)
         self.counters.cost_s += cost * len(unique)
         return [results[subset] for subset in subsets]
+
+    def block_scores(self, criterion: str) -> np.ndarray:
+        """Per-block scores of the unpruned model, shape (N,), lower = more removable.
+        'cosine' (ShortGPT Block Influence): mean over real tokens of 1 − cos(h_i, h_{i+1});
+        'angular' (Gromov et al.): mean over samples of arccos(cos(h_i, h_{i+1}))/π at the
+        last real token of each sample."""
+        if criterion == "cosine":
+            return self._hidden_state_summary()[0].copy()
+        if criterion == "angular":
+            return self.run_distances(1)
+        raise BadInput(f"criterion {criterion!r} is not available from the live oracle (cosine, angular)")
+
+    def run_distances(self, length: int) -> np.ndarray:
+        """d(ℓ, n) = mean over samples of arccos(cos(h_ℓ, h_{ℓ+n}))/π at the last real token,
+        for every start ℓ = 0..N−n: removing [ℓ, ℓ+n) with minimal d is the angular criterion."""
+        if not 1 <= length <= self.n_blocks:
+            raise BadInput(f"run length must be in 1..{self.n_blocks}, got {length}")
+        last = self._hidden_state_summary()[1]
+        return np.array([
+            np.mean(np.arccos(np.clip(_cosine(last[start], last[start + length]), -1.0, 1.0)) / np.pi)
+            for start in range(self.n_blocks - length + 1)
+        ])
+
+    def _hidden_state_summary(self) -> tuple[np.ndarray, np.ndarray]:
+        """One dense pass over the calibration batches: the cosine Block Influence of each block
+        and the float64 states at the last real token of every sample, shape (N+1, samples, d)."""
+        if self._summary is None:
+            n = self.n_blocks
+            influence = np.zeros(n)
+            tokens = 0
+            last_states: list[list[np.ndarray]] = [[] for _ in range(n + 1)]
+            with torch.no_grad():
+                for index, batch in enumerate(self._batches):
+                    dense = self._dense_states(index, batch, self.runner.context(batch))
+                    real = batch.segment_ids >= 0
+                    columns = torch.arange(real.shape[1], device=real.device)
+                    last = torch.where(real, columns, -1).max(1).values
+                    rows = torch.arange(real.shape[0], device=real.device)
+                    tokens += int(real.sum())
+                    previous = None
+                    for depth in range(n + 1):
+                        state = dense(depth)
+                        current = state[real].double().cpu().numpy()
+                        last_states[depth].append(state[rows, last].double().cpu().numpy())
+                        if previous is not None:
+                            influence[depth - 1] += float(np.sum(1.0 - _cosine(previous, current)))
+                        previous = current
+            self._summary = influence / tokens, np.stack([np.concatenate(parts) for parts in last_states])
+        return self._summary
 
     def _visit_order(self, subset: Subset) -> tuple[bool, ...]:
         """Lexicographic order of masks puts subsets sharing a prefix next to each other."""
@@ -116,3 +171,11 @@ def _common_prefix(a: tuple[bool, ...], b: tuple[bool, ...]) -> int:
         if x != y:
             return position
     return len(a)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity; an undefined one (a zero vector) counts as 0.5, ShortGPT's
+    convention."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.where(np.isnan(cosine), 0.5, cosine)

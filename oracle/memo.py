@@ -1,9 +1,16 @@
 """Oracles backed by an evaluation table: MemoOracle writes every new evaluation through to the
-table; ReplayOracle answers from the table and decides what a miss means."""
+table; ReplayOracle answers from the table and decides what a miss means.
+
+Both also serve the hidden-state criteria of the live model (`block_scores`, `run_distances`):
+a value stored as a table attribute (`block_scores/<criterion>`, `run_distances/<length>`, JSON
+lists) is returned as is; otherwise it is computed by the live oracle, if there is one, and
+stored when the table is writable, so a later strict replay needs no model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from oracle.errors import BadInput, FingerprintMismatch, TableError, TableMiss
 from oracle.evaluation import Evaluation, Oracle, OracleCounters
@@ -31,6 +38,14 @@ class MemoOracle:
         """L(S) of each subset, in request order."""
         return _serve(self.table, subsets, self.counters, self.inner.evaluate)
 
+    def block_scores(self, criterion: str) -> np.ndarray:
+        """Per-block scores of `criterion`, from the table or computed by the inner oracle."""
+        return _stored_scores(self.table, self.inner, "block_scores", criterion, f"criterion {criterion!r}")
+
+    def run_distances(self, length: int) -> np.ndarray:
+        """Angular distance of every run of `length` blocks, from the table or the inner oracle."""
+        return _stored_scores(self.table, self.inner, "run_distances", length, f"run distances of length {length}")
+
 
 class ReplayOracle:
     """Answers from a table. A miss raises TableMiss (on_miss='strict'), or is evaluated by
@@ -56,6 +71,16 @@ class ReplayOracle:
         """L(S) of each subset, in request order."""
         evaluate_misses = self.live.evaluate if self.on_miss == "live" else self._refuse
         return _serve(self.table, subsets, self.counters, evaluate_misses)
+
+    def block_scores(self, criterion: str) -> np.ndarray:
+        """Per-block scores of `criterion`, from the table or (on_miss='live') the live oracle."""
+        live = self.live if self.on_miss == "live" else None
+        return _stored_scores(self.table, live, "block_scores", criterion, f"criterion {criterion!r}")
+
+    def run_distances(self, length: int) -> np.ndarray:
+        """Angular distance of every run of `length` blocks, from the table or the live oracle."""
+        live = self.live if self.on_miss == "live" else None
+        return _stored_scores(self.table, live, "run_distances", length, f"run distances of length {length}")
 
     def _refuse(self, misses: Sequence[Subset]) -> list[Evaluation]:
         raise TableMiss(misses[0], str(self.table.path))
@@ -102,6 +127,23 @@ def _serve(
     counters.requests += len(requests)
     counters.hits += hits
     return [answers[subset] for subset in requests]
+
+
+def _stored_scores(table: EvaluationTable, live: Oracle | None, method: str, argument, what: str) -> np.ndarray:
+    """The attribute `<method>/<argument>` of the table, else `live.<method>(argument)` stored
+    in the table when it is writable; BadInput when neither is available."""
+    name = f"{method}/{argument}"
+    try:
+        return np.asarray(table.attribute(name), dtype=float)
+    except KeyError:
+        pass
+    compute = getattr(live, method, None)
+    if compute is None:
+        raise BadInput(f"{what} is not stored in table {table.path} and no live model is available")
+    values = np.asarray(compute(argument), dtype=float)
+    if table.writable:
+        table.set_attribute(name, values.tolist())
+    return values
 
 
 def _check_compatible(oracle: Oracle, table: EvaluationTable, role: str) -> None:

@@ -131,6 +131,12 @@ class DeferredLiveOracle:
     def evaluate(self, subsets):
         return self.live.evaluate(subsets)
 
+    def block_scores(self, criterion: str):
+        return self.live.block_scores(criterion)
+
+    def run_distances(self, length: int):
+        return self.live.run_distances(length)
+
     def _record_token_digest(self, digest: str) -> None:
         """The fingerprint hashes the data file and model file; the token ids they give are
         recorded too, so a changed tokeniser or window recipe cannot silently mix rows."""

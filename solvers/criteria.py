@@ -3,7 +3,8 @@ what guided solvers take as a prior.
 
 `removal_loss` (s_i = L({i})) needs only the black box, so it works on every problem. The
 hidden-state and accuracy criteria need a live model; a solver never touches one, so they are
-served by the problem's oracle when it offers `block_scores(criterion)`."""
+served by the problem's oracle when it offers `block_scores(criterion)` (and, for the contiguous
+angular criterion, `run_distances(length)`)."""
 
 import numpy as np
 
@@ -30,6 +31,19 @@ def block_scores(session: SearchSession, criterion: str = "removal_loss") -> np.
     if scores.shape != (session.n_blocks,):
         raise BadInput(f"criterion {criterion!r} gave scores of shape {scores.shape}, expected ({session.n_blocks},)")
     return scores
+
+
+def run_distances(session: SearchSession, length: int) -> np.ndarray | None:
+    """Angular distance d(ℓ, length) of every run [ℓ, ℓ+length) of blocks, shape (N−length+1,),
+    or None when the problem's oracle does not offer it."""
+    distances_of = getattr(session.problem.oracle, "run_distances", None)
+    if distances_of is None:
+        return None
+    distances = np.asarray(distances_of(length), dtype=float)
+    expected = (session.n_blocks - length + 1,)
+    if distances.shape != expected:
+        raise BadInput(f"run distances of length {length} have shape {distances.shape}, expected {expected}")
+    return distances
 
 
 def removal_loss(session: SearchSession) -> np.ndarray:

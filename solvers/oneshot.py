@@ -4,7 +4,7 @@ import numpy as np
 
 from oracle.evaluation import rank_key
 from solvers.base import Solver
-from solvers.criteria import block_scores
+from solvers.criteria import block_scores, run_distances
 from solvers.session import SearchSession
 
 
@@ -13,7 +13,9 @@ class OneShot(Solver):
 
     `criterion` is one of `solvers.criteria.CRITERIA`; the default `removal_loss` costs N
     evaluations. A `prior` given to `solve` replaces the criterion (no extra evaluations). The
-    chosen subset is then evaluated once so the result carries its loss."""
+    chosen subset is then evaluated once so the result carries its loss. With `angular`, when the
+    oracle offers run distances, the contiguous run [ℓ, ℓ+k) of minimal distance is removed
+    instead (Gromov et al.; ties by lowest ℓ)."""
 
     name = "oneshot"
 
@@ -21,6 +23,12 @@ class OneShot(Solver):
         self.criterion = criterion
 
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> None:
+        if prior is None and self.criterion == "angular":
+            distances = run_distances(session, session.k)
+            if distances is not None:
+                start = min(range(len(distances)), key=lambda first: (rank_key(float(distances[first])), first))
+                session.evaluate([range(start, start + session.k)])
+                return
         scores = block_scores(session, self.criterion) if prior is None else prior
         ranked = sorted(range(session.n_blocks), key=lambda block: (rank_key(float(scores[block])), block))
         session.evaluate([ranked[: session.k]])

@@ -23,7 +23,9 @@ class FastBlockSelect(Solver):
     """Iterated same-length run swaps of the pruned pool, judged by the oracle.
 
     Options: `mode` ("black-box": L decides every swap; "mi": the paper's mutual-information
-    segment scores, which need hidden states from a live model and are not available yet);
+    scores decide — block score −MI(h_i, h_{i+1}), a pool's value Σ over its runs of
+    −MI(h_start, h_end+1), Gaussian MI of the unpruned model's hidden states from the live
+    oracle — and the oracle evaluates only the final pool);
     `top_k` candidate runs kept per run of P after the coarse ranking; `single_swaps` (also
     propose swapping each member of a run of length ≥ 2 for one of the top-K kept blocks);
     `max_iter`; `combine_swaps` (True: the improving proposals that touch disjoint blocks are
@@ -48,48 +50,77 @@ class FastBlockSelect(Solver):
 
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> None:
         self._check_config(session)
-        n_blocks, k = session.n_blocks, session.k
-        scores = removal_loss(session) if prior is None else np.where(np.isfinite(prior), prior, np.inf)
+        if self.mode == "mi":
+            information = self._segment_information(session)
+            scores = -np.diagonal(information, offset=1)
+            judged: dict[Subset, float] = {}
 
-        ranked = np.lexsort((np.arange(n_blocks), scores))
-        pool: Subset = tuple(sorted(int(i) for i in ranked[:k]))
-        current = rank_key(session.loss(pool))
+            def judge(subsets: list[Subset]) -> list[float]:
+                values = [_segments_value(subset, information) for subset in subsets]
+                judged.update(zip(subsets, values))
+                return values
+
+            def visited(subset: Subset) -> bool:
+                return subset in judged
+        else:
+            scores = removal_loss(session) if prior is None else np.where(np.isfinite(prior), prior, np.inf)
+            judge = session.evaluate
+
+            def visited(subset: Subset) -> bool:
+                return session.known(subset) is not None
+
+        ranked = np.lexsort((np.arange(session.n_blocks), scores))
+        pool = self._improve(tuple(sorted(int(i) for i in ranked[: session.k])), scores, judge, visited)
+        if self.mode == "mi":
+            session.loss(pool)  # the one oracle evaluation of MI mode: the result's own loss
+
+    def _improve(self, pool: Subset, scores: np.ndarray, judge, visited) -> Subset:
+        """Swap runs until no proposal improves the judged value (L in black-box mode, the sum
+        of segment scores in MI mode) or `max_iter` iterations have run."""
+        current = rank_key(judge([pool])[0])
         for _ in range(self.max_iter):
-            proposals = self._proposals(pool, scores, session)
+            proposals = self._proposals(pool, scores, visited)
             if not proposals:
-                return
-            losses = session.evaluate([subset for _, _, subset in proposals])
+                break
+            values = judge([subset for _, _, subset in proposals])
             improving = sorted(
-                (rank_key(loss), subset, removed, added)
-                for (removed, added, subset), loss in zip(proposals, losses)
-                if rank_key(loss) < current
+                (rank_key(value), subset, removed, added)
+                for (removed, added, subset), value in zip(proposals, values)
+                if rank_key(value) < current
             )
             if not improving:
-                return
+                break
             current, accepted, _, _ = improving[0]
             if self.combine_swaps:
                 merged = _merge_disjoint(pool, improving)
-                if merged is not None and rank_key(session.loss(merged)) < current:
-                    current, accepted = rank_key(session.loss(merged)), merged
+                if merged is not None and rank_key(judge([merged])[0]) < current:
+                    current, accepted = rank_key(judge([merged])[0]), merged
             pool = accepted
+        return pool
 
     def _check_config(self, session: SearchSession) -> None:
         if self.mode not in MODES:
             raise BadInput(f"fbs: mode={self.mode!r} is not one of {', '.join(MODES)}")
         if self.top_k < 1 or self.max_iter < 0:
             raise BadInput(f"fbs: top_k must be ≥ 1 and max_iter ≥ 0, got {self.top_k} and {self.max_iter}")
-        if self.mode == "mi":
-            oracle = session.problem.oracle
-            if not callable(getattr(oracle, "hidden_states", None)):
-                raise BadInput(
-                    f"fbs: mode='mi' needs hidden states from a live model, and the oracle of "
-                    f"{session.problem.name} ({type(oracle).__name__}) has none; use mode='black-box'"
-                )
-            raise BadInput("fbs: mode='mi' (mutual-information segment scores) is not implemented; "
-                           "use mode='black-box'")
 
-    def _proposals(self, pool: Subset, scores: np.ndarray,
-                   session: SearchSession) -> list[tuple[Subset, Subset, Subset]]:
+    @staticmethod
+    def _segment_information(session: SearchSession) -> np.ndarray:
+        """M[a, b] = MI between the unpruned model's hidden states before block a and before
+        block b (after block b − 1), from the problem's oracle."""
+        oracle = session.problem.oracle
+        if not callable(getattr(oracle, "segment_information", None)):
+            raise BadInput(
+                f"fbs: mode='mi' needs hidden states from a live model, and the oracle of "
+                f"{session.problem.name} ({type(oracle).__name__}) has none; use mode='black-box'"
+            )
+        information = np.asarray(oracle.segment_information(), dtype=float)
+        if information.shape != (session.n_blocks + 1, session.n_blocks + 1):
+            raise BadInput(f"fbs: segment information has shape {information.shape}, "
+                           f"expected {(session.n_blocks + 1,) * 2}")
+        return information
+
+    def _proposals(self, pool: Subset, scores: np.ndarray, visited) -> list[tuple[Subset, Subset, Subset]]:
         """(removed, added, new pool) for every proposal of one iteration, new pools distinct
         and not yet evaluated (visited): per maximal run R of the pool, the top-K same-length
         runs of kept blocks by summed score; per member of a longer run, the top-K kept blocks
@@ -115,11 +146,17 @@ class FastBlockSelect(Solver):
                 if taken == self.top_k:
                     break
                 subset = tuple(sorted(members.difference(removed).union(added)))
-                if session.known(subset) is not None:
+                if visited(subset):
                     continue
                 taken += 1
                 proposals.setdefault(subset, (removed, added, subset))
         return list(proposals.values())
+
+
+def _segments_value(pool: Subset, information: np.ndarray) -> float:
+    """MI mode's value of a pool: Σ over its maximal runs [a..b] of −MI(h_a, h_{b+1}); runs whose
+    ends share much information change little when removed."""
+    return float(sum(-information[run[0], run[-1] + 1] for run in _maximal_runs(pool)))
 
 
 def _maximal_runs(pool: Subset) -> list[Subset]:

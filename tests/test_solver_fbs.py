@@ -9,7 +9,6 @@ import solvers
 from oracle.errors import BadInput
 from problems.problem import Problem
 from solvers.fast_block_select import FastBlockSelect
-from solvers.session import SearchSession
 
 CASES = [
     ("synthetic/quadratic-N16-seed0", 4),
@@ -92,9 +91,8 @@ def test_never_evaluates_a_candidate_twice():
 
 def proposals(pool, **config):
     problem = problems.get("synthetic/quadratic-N20-seed3")
-    session = SearchSession(problem, len(pool))
     scores = np.array([problem.loss((i,)) for i in range(20)])
-    return FastBlockSelect(**config)._proposals(pool, scores, session), scores
+    return FastBlockSelect(**config)._proposals(pool, scores, lambda subset: False), scores
 
 
 def test_run_proposals_swap_each_maximal_run_for_the_top_k_same_length_runs_outside_the_pool():
@@ -139,12 +137,26 @@ def test_mi_mode_is_refused_without_hidden_states():
         solvers.get("fbs", mode="mi").solve(problems.get("synthetic/quadratic-N12-seed0"), 3)
 
 
-def test_mi_mode_is_refused_as_not_implemented_even_with_hidden_states():
+def with_segment_information(information):
     base = problems.get("synthetic/quadratic-N12-seed0")
-    base.oracle.hidden_states = lambda: None
-    problem = Problem(name=base.name, n_blocks=12, oracle=base.oracle, description="with hidden states")
-    with pytest.raises(BadInput, match="not implemented"):
-        solvers.get("fbs", mode="mi").solve(problem, 3)
+    base.oracle.segment_information = lambda: information
+    return Problem(name=base.name, n_blocks=12, oracle=base.oracle, description="with hidden states")
+
+
+def test_mi_mode_improves_the_segment_value_and_evaluates_only_its_answer():
+    from solvers.fast_block_select import _segments_value
+
+    rng = np.random.default_rng(0)
+    information = rng.uniform(0.0, 2.0, size=(13, 13))
+    result = solvers.get("fbs", mode="mi").solve(with_segment_information(information), 4)
+    start = tuple(sorted(np.lexsort((np.arange(12), -np.diagonal(information, offset=1)))[:4].tolist()))
+    assert result.n_evaluations == 1 and len(result.subset) == 4
+    assert _segments_value(result.subset, information) < _segments_value(start, information)
+
+
+def test_mi_mode_refuses_segment_information_of_the_wrong_shape():
+    with pytest.raises(BadInput, match="shape"):
+        solvers.get("fbs", mode="mi").solve(with_segment_information(np.zeros((5, 5))), 3)
 
 
 @pytest.mark.parametrize("config", [{"mode": "greedy"}, {"top_k": 0}, {"max_iter": -1}])

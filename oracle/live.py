@@ -53,11 +53,7 @@ class LiveOracle:
         if not unique:
             return []
         started = time.perf_counter()
-        logprobs = {subset: [] for subset in unique}
-        with torch.no_grad():
-            for index, batch in enumerate(self._batches):
-                for subset, scores in self._run_batch(index, batch, unique):
-                    logprobs[subset].append(scores)
+        logprobs = self._logprobs(unique)
         cost = (time.perf_counter() - started) / len(unique)
         results = {}
         for subset in unique:
@@ -68,16 +64,49 @@ class LiveOracle:
         self.counters.cost_s += cost * len(unique)
         return [results[subset] for subset in subsets]
 
+    def _logprobs(self, unique: list[Subset]) -> dict[Subset, list[torch.Tensor]]:
+        """Scored log-probabilities of each subset, one tensor per calibration batch."""
+        logprobs = {subset: [] for subset in unique}
+        with torch.no_grad():
+            for index, batch in enumerate(self._batches):
+                for subset, scores in self._run_batch(index, batch, unique):
+                    logprobs[subset].append(scores)
+        return logprobs
+
     def block_scores(self, criterion: str) -> np.ndarray:
-        """Per-block scores of the unpruned model, shape (N,), lower = more removable.
+        """Per-block scores, shape (N,), lower = more removable.
         'cosine' (ShortGPT Block Influence): mean over real tokens of 1 − cos(h_i, h_{i+1});
         'angular' (Gromov et al.): mean over samples of arccos(cos(h_i, h_{i+1}))/π at the
-        last real token of each sample."""
+        last real token of each sample; both from the unpruned model only.
+        'accuracy' (multiple-choice objectives): relevance 1 − max(acc(f−i) − r, 0)/(acc(f) − r)
+        with r the accuracy of a random predictor; costs N+1 evaluations."""
         if criterion == "cosine":
             return self._hidden_state_summary()[0].copy()
         if criterion == "angular":
             return self.run_distances(1)
-        raise BadInput(f"criterion {criterion!r} is not available from the live oracle (cosine, angular)")
+        if criterion == "accuracy":
+            return self._accuracy_relevance()
+        raise BadInput(f"criterion {criterion!r} is not available from the live oracle (cosine, angular, accuracy)")
+
+    def _accuracy_relevance(self) -> np.ndarray:
+        """Accuracy-based relevance of each block (arXiv 2605.14075), from the unpruned model and
+        the N single removals."""
+        accuracy_of = getattr(self.objective, "accuracy", None)
+        if accuracy_of is None:
+            raise BadInput("criterion 'accuracy' needs a multiple-choice (margin) objective")
+        subsets = [()] + [(block,) for block in range(self.n_blocks)]
+        started = time.perf_counter()
+        logprobs = self._logprobs(subsets)
+        self.counters.evaluations += len(subsets)
+        self.counters.cost_s += time.perf_counter() - started
+        accuracy = np.array([accuracy_of(self.prepared, logprobs[subset]) for subset in subsets])
+        chance = float(np.mean(1.0 / self.prepared.n_options))
+        if accuracy[0] <= chance:
+            raise BadInput(
+                f"criterion 'accuracy' is undefined: the unpruned model's accuracy {accuracy[0]:.3f} "
+                f"is not above that of a random predictor ({chance:.3f})"
+            )
+        return 1.0 - np.maximum(accuracy[1:] - chance, 0.0) / (accuracy[0] - chance)
 
     def run_distances(self, length: int) -> np.ndarray:
         """d(ℓ, n) = mean over samples of arccos(cos(h_ℓ, h_{ℓ+n}))/π at the last real token,

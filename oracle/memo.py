@@ -1,7 +1,7 @@
 """Oracles backed by an evaluation table: MemoOracle writes every new evaluation through to the
 table; ReplayOracle answers from the table and decides what a miss means.
 
-Both also serve the hidden-state criteria of the live model (`block_scores`, `run_distances`):
+Both also serve the per-block criteria of the live model (`block_scores`, `run_distances`):
 a value stored as a table attribute (`block_scores/<criterion>`, `run_distances/<length>`, JSON
 lists) is returned as is; otherwise it is computed by the live oracle, if there is one, and
 stored when the table is writable, so a later strict replay needs no model."""

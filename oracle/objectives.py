@@ -160,19 +160,33 @@ class MarginObjective:
         columns = torch.tensor(score, dtype=torch.long).T
         return TokenBatch(input_ids, position_ids, segment_ids, *columns)
 
-    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+    def option_means(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+        """ℓ_j of every option, shape (samples, most options); −inf beyond an item's options."""
         samples = torch.cat([b.score_sample for b in prepared.batches]).numpy()
         options = torch.cat([b.score_option for b in prepared.batches]).numpy()
         values = torch.cat(logprobs).double().numpy()
-        n_options = prepared.n_options
-        width = int(n_options.max())
+        width = int(prepared.n_options.max())
         total = np.zeros((prepared.n_samples, width))
         count = np.zeros((prepared.n_samples, width))
         np.add.at(total, (samples, options), values)
         np.add.at(count, (samples, options), 1.0)
-        mean = total / np.where(count > 0, count, 1.0)
+        valid = np.arange(width)[None, :] < prepared.n_options[:, None]
+        return np.where(valid, total / np.where(count > 0, count, 1.0), -np.inf)
+
+    def accuracy(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> float:
+        """Fraction of items whose gold option has the highest ℓ_j (a tie counts as wrong)."""
+        mean = self.option_means(prepared, logprobs)
+        rows = np.arange(prepared.n_samples)
+        gold = mean[rows, prepared.gold]
+        others = mean.copy()
+        others[rows, prepared.gold] = -np.inf
+        return float(np.mean(gold > others.max(1)))
+
+    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+        mean = self.option_means(prepared, logprobs)
+        n_options = prepared.n_options
         gold = mean[np.arange(prepared.n_samples), prepared.gold]
-        valid = np.arange(width)[None, :] < n_options[:, None]
+        valid = np.arange(mean.shape[1])[None, :] < n_options[:, None]
         wrong_sum = np.where(valid, mean, 0.0).sum(1) - gold
         wrong = n_options - 1
         if self.reduce_mode == "mean":

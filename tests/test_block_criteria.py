@@ -1,6 +1,6 @@
 """Hidden-state criteria (cosine Block Influence, angular distance) on tiny random models: equal to
 a recomputation from the plain Hugging Face forward, blind to padding, stored in and replayed
-from tables, and used by one-shot."""
+from tables, and used by one-shot; and the accuracy-based relevance of margin problems."""
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from oracle.table import EvaluationTable
 from problems.model_oracles import DeferredLiveOracle
 from problems.problem import Problem
 from tests.test_live_oracle import ppl_oracle
-from tests.tiny_models import CharTokenizer, items, tiny_model
+from tests.tiny_models import CharTokenizer, items, rebuilt_without, tiny_model
 
 N_BLOCKS = 6
 
@@ -135,3 +135,40 @@ def test_oneshot_cosine_removes_the_k_lowest_block_influences(tmp_path):
         problem = Problem(name="tiny", n_blocks=N_BLOCKS, oracle=MemoOracle(live, table), description="tiny")
         result = solvers.get("oneshot", criterion="cosine").solve(problem, 2)
         assert result.subset == tuple(sorted(np.argsort(live.block_scores("cosine"), kind="stable")[:2]))
+
+
+def reference_accuracy(model) -> float:
+    """Fraction of items whose gold option has the highest mean continuation log-prob, from one
+    plain forward per option."""
+    tokenizer = CharTokenizer()
+    correct = []
+    for item in items():
+        means = []
+        for choice in item["choices"]:
+            context = tokenizer(choice["context"])["input_ids"]
+            continuation = tokenizer(choice["continuation"])["input_ids"]
+            with torch.no_grad():
+                logprobs = model(torch.tensor([context + continuation])).logits[0].double().log_softmax(-1)
+            means.append(float(np.mean([logprobs[len(context) + j - 1, t] for j, t in enumerate(continuation)])))
+        gold = means.pop(item["gold"])
+        correct.append(gold > max(means))
+    return float(np.mean(correct))
+
+
+def test_accuracy_relevance_equals_a_recomputation_on_rebuilt_models():
+    n_blocks = 4
+    model = tiny_model("llama", n_blocks)
+    oracle = margin_oracle(model, batch_tokens=512)
+    relevance = oracle.block_scores("accuracy")
+    chance = np.mean([1 / len(item["choices"]) for item in items()])
+    full = reference_accuracy(model)
+    assert full > chance
+    singles = np.array([reference_accuracy(rebuilt_without(model, (block,))) for block in range(n_blocks)])
+    assert len(set(singles)) > 1, "removals should differ in accuracy"
+    np.testing.assert_allclose(relevance, 1 - np.maximum(singles - chance, 0) / (full - chance))
+    assert oracle.counters.evaluations == n_blocks + 1
+
+
+def test_accuracy_needs_a_multiple_choice_objective():
+    with pytest.raises(BadInput, match="criterion 'accuracy' needs a multiple-choice"):
+        ppl_oracle(tiny_model("llama", N_BLOCKS)).block_scores("accuracy")

@@ -19,6 +19,7 @@ import torch
 from oracle.block_runner import BlockRunner
 from oracle.errors import BadInput
 from oracle.evaluation import Evaluation, OracleCounters
+from oracle.mutual_information import canonical_information, principal_basis
 from oracle.objectives import PreparedObjective
 from oracle.subset import Subset
 
@@ -46,6 +47,7 @@ class LiveOracle:
         self._dense: dict[int, list[torch.Tensor]] = {}
         self._dense_bytes = 0
         self._summary: tuple[np.ndarray, np.ndarray] | None = None
+        self._segment_information: np.ndarray | None = None
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         self.counters.requests += len(subsets)
@@ -118,6 +120,34 @@ class LiveOracle:
             np.mean(np.arccos(np.clip(_cosine(last[start], last[start + length]), -1.0, 1.0)) / np.pi)
             for start in range(self.n_blocks - length + 1)
         ])
+
+    def segment_information(self, estimator: str = "gaussian") -> np.ndarray:
+        """M[a, b] = mutual information between the unpruned model's hidden states before block
+        a and before block b (real tokens, Gaussian estimator of oracle/mutual_information.py):
+        MI-PRUN's block (b = a + 1) and segment scores. The diagonal is left at 0 (unused)."""
+        if estimator != "gaussian":
+            raise BadInput(f"segment information estimator {estimator!r} is not available (gaussian)")
+        if self._segment_information is None:
+            bases = [principal_basis(states) for states in self._real_token_states()]
+            n = self.n_blocks
+            information = np.zeros((n + 1, n + 1))
+            for start in range(n + 1):
+                for stop in range(start + 1, n + 1):
+                    information[start, stop] = information[stop, start] = canonical_information(
+                        bases[start], bases[stop])
+            self._segment_information = information
+        return self._segment_information.copy()
+
+    def _real_token_states(self) -> list[np.ndarray]:
+        """States of the unpruned model at every real token, per depth 0..N: [(tokens, d)]."""
+        per_depth: list[list[np.ndarray]] = [[] for _ in range(self.n_blocks + 1)]
+        with torch.no_grad():
+            for index, batch in enumerate(self._batches):
+                dense = self._dense_states(index, batch, self.runner.context(batch))
+                real = batch.segment_ids >= 0
+                for depth in range(self.n_blocks + 1):
+                    per_depth[depth].append(dense(depth)[real].float().cpu().numpy())
+        return [np.concatenate(parts) for parts in per_depth]
 
     def _hidden_state_summary(self) -> tuple[np.ndarray, np.ndarray]:
         """One dense pass over the calibration batches: the cosine Block Influence of each block

@@ -46,6 +46,11 @@ class MemoOracle:
         """Angular distance of every run of `length` blocks, from the table or the inner oracle."""
         return _stored_scores(self.table, self.inner, "run_distances", length, f"run distances of length {length}")
 
+    def segment_information(self, estimator: str = "gaussian") -> np.ndarray:
+        """Hidden-state MI between block boundaries, from the table or the inner oracle."""
+        return _stored_scores(self.table, self.inner, "segment_information", estimator,
+                              f"segment information ({estimator})")
+
 
 class ReplayOracle:
     """Answers from a table. A miss raises TableMiss (on_miss='strict'), or is evaluated by
@@ -81,6 +86,12 @@ class ReplayOracle:
         """Angular distance of every run of `length` blocks, from the table or the live oracle."""
         live = self.live if self.on_miss == "live" else None
         return _stored_scores(self.table, live, "run_distances", length, f"run distances of length {length}")
+
+    def segment_information(self, estimator: str = "gaussian") -> np.ndarray:
+        """Hidden-state MI between block boundaries, from the table or (on_miss='live') the live oracle."""
+        live = self.live if self.on_miss == "live" else None
+        return _stored_scores(self.table, live, "segment_information", estimator,
+                              f"segment information ({estimator})")
 
     def _refuse(self, misses: Sequence[Subset]) -> list[Evaluation]:
         raise TableMiss(misses[0], str(self.table.path))

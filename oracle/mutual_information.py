@@ -11,18 +11,21 @@ def gaussian_mutual_information(x: np.ndarray, y: np.ndarray, dims: int = 64) ->
     """MI in nats between paired rows of x [tokens, width] and y [tokens, width]."""
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must pair the same tokens, got {x.shape[0]} and {y.shape[0]}")
-    dims = min(dims, x.shape[0] // 4, x.shape[1], y.shape[1])
-    basis_x = _whitened_components(x, dims)
-    basis_y = _whitened_components(y, dims)
-    # For orthonormal bases of the two column spaces, the singular values of Qxᵀ Qy are the
-    # canonical correlations.
-    correlations = np.linalg.svd(basis_x.T @ basis_y, compute_uv=False)
-    correlations = np.clip(correlations, 0.0, 1.0 - 1e-12)
-    return float(-0.5 * np.sum(np.log1p(-(correlations**2))))
+    return canonical_information(principal_basis(x, dims), principal_basis(y, dims))
 
 
-def _whitened_components(values: np.ndarray, dims: int) -> np.ndarray:
-    """Orthonormal [tokens, dims] basis of the leading principal components of `values`."""
+def principal_basis(values: np.ndarray, dims: int = 64) -> np.ndarray:
+    """Orthonormal [tokens, d] basis of the leading d ≤ dims principal components of `values`
+    (d also at most a quarter of the tokens, so the correlations are not overfitted)."""
+    dims = min(dims, values.shape[0] // 4, values.shape[1])
     centred = values.astype(np.float64) - values.mean(axis=0)
     left, _, _ = np.linalg.svd(centred, full_matrices=False)
     return left[:, :dims]
+
+
+def canonical_information(basis_x: np.ndarray, basis_y: np.ndarray) -> float:
+    """Gaussian MI of two token-paired orthonormal bases: for orthonormal bases of the two
+    column spaces, the singular values of Qxᵀ Qy are the canonical correlations."""
+    correlations = np.linalg.svd(basis_x.T @ basis_y, compute_uv=False)
+    correlations = np.clip(correlations, 0.0, 1.0 - 1e-12)
+    return float(-0.5 * np.sum(np.log1p(-(correlations**2))))

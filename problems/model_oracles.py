@@ -137,6 +137,9 @@ class DeferredLiveOracle:
     def run_distances(self, length: int):
         return self.live.run_distances(length)
 
+    def segment_information(self, estimator: str = "gaussian"):
+        return self.live.segment_information(estimator)
+
     def _record_token_digest(self, digest: str) -> None:
         """The fingerprint hashes the data file and model file; the token ids they give are
         recorded too, so a changed tokeniser or window recipe cannot silently mix rows."""

@@ -172,3 +172,31 @@ def test_accuracy_relevance_equals_a_recomputation_on_rebuilt_models():
 def test_accuracy_needs_a_multiple_choice_objective():
     with pytest.raises(BadInput, match="criterion 'accuracy' needs a multiple-choice"):
         ppl_oracle(tiny_model("llama", N_BLOCKS)).block_scores("accuracy")
+
+
+def test_segment_information_is_the_gaussian_mi_of_the_reference_states():
+    from oracle.mutual_information import gaussian_mutual_information
+
+    model = tiny_model("llama")
+    oracle = ppl_oracle(model)
+    information = oracle.segment_information()
+    states = reference_states(model, oracle).reshape(N_BLOCKS + 1, -1, 32)
+    assert information.shape == (N_BLOCKS + 1, N_BLOCKS + 1)
+    np.testing.assert_allclose(information, information.T)
+    for start, stop in [(0, 1), (2, 5), (1, 6)]:
+        expected = gaussian_mutual_information(states[start], states[stop])
+        assert information[start, stop] == pytest.approx(expected, rel=1e-4)
+
+
+def test_fbs_mi_mode_runs_on_a_live_model_with_one_evaluation_and_replays_from_the_table(tmp_path):
+    oracle = ppl_oracle(tiny_model("llama"))
+    path = tmp_path / "mi.h5"
+    table = EvaluationTable.create(path, fingerprint="test", n_blocks=N_BLOCKS, n_samples=oracle.n_samples, spec={})
+    live = Problem(name="tiny", n_blocks=N_BLOCKS, oracle=MemoOracle(oracle, table), description="tiny")
+    result = solvers.get("fbs", mode="mi").solve(live, 2)
+    assert result.n_evaluations == 1 and len(result.subset) == 2
+    table.close()
+    with EvaluationTable.open(path) as stored:
+        replayed = Problem(name="tiny", n_blocks=N_BLOCKS, oracle=ReplayOracle(stored), description="tiny")
+        again = solvers.get("fbs", mode="mi").solve(replayed, 2)
+    assert again.subset == result.subset and again.loss == result.loss

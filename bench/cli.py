@@ -2,7 +2,6 @@
 failure → traceback and exit 1."""
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path

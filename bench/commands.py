@@ -3,7 +3,6 @@
 import json
 import math
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 

@@ -6,7 +6,7 @@ families). Each block keeps its own attention type (full or sliding window) and 
 embedding whichever others are skipped, as in the unpruned model."""
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch

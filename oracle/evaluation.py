@@ -1,7 +1,7 @@
 """What every oracle returns and counts, whatever backs it (live model, table or surrogate)."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np

@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from oracle.errors import BadInput
 from oracle.evaluation import rank_key
 from oracle.subset import Subset

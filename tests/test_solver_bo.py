@@ -13,10 +13,7 @@ import problems
 import solvers
 from oracle.errors import BadInput
 from solvers.bayesian import SubsetKernel, log_expected_improvement
-
-
-def trace_of(result):
-    return [(entry.subset, entry.loss) for entry in result.trace]
+from tests.solver_problems import trace_of
 
 
 def random_masks(rng: np.random.Generator, n_blocks: int, k: int, count: int) -> torch.Tensor:

@@ -3,7 +3,6 @@ budget behaviour on synthetic problems."""
 
 import itertools
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import problems
 import solvers
 from oracle.errors import BadInput
 from oracle.subset import Subset
-from problems.problem import Problem
 from solvers.cbo import model_pairs, solve_quadratic
 from solvers.session import SearchSession
+from tests.solver_problems import recorded
 
 
 def random_quadratic(n_blocks: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,26 +28,6 @@ def brute_force(h: np.ndarray, J: np.ndarray, k: int) -> list[tuple[float, Subse
         index = list(subset)
         energies.append((float(h[index].sum() + np.triu(J[np.ix_(index, index)], 1).sum()), subset))
     return sorted(energies)
-
-
-class BatchRecorder:
-    """Wraps an oracle and records the size of every batch it is asked for."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.n_blocks = inner.n_blocks
-        self.fingerprint = inner.fingerprint
-        self.counters = inner.counters
-        self.batches: list[int] = []
-
-    def evaluate(self, subsets: Sequence[Subset]):
-        self.batches.append(len(subsets))
-        return self.inner.evaluate(subsets)
-
-
-def recorded(name: str) -> Problem:
-    base = problems.get(name)
-    return Problem(name=name, n_blocks=base.n_blocks, oracle=BatchRecorder(base.oracle), description="recorded")
 
 
 # --- solve_quadratic ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import problems
 import solvers
 from solvers.registry import SOLVERS
-from tests.solver_problems import nan_problem
+from tests.solver_problems import nan_problem, trace_of
 
 BUDGET = 60
 # (problem, k): both families, N in {12, 16}, k in {3, 5}.
@@ -45,10 +45,6 @@ def budget_for(name: str) -> int | None:
 def run(name: str, problem_name: str, k: int, seed: int = 0):
     problem = problems.get(problem_name)
     return problem, make_solver(name).solve(problem, k, budget=budget_for(name), seed=seed)
-
-
-def trace_of(result):
-    return [(entry.subset, entry.loss, entry.evaluations) for entry in result.trace]
 
 
 solver_names = pytest.mark.parametrize("name", solvers.names())

@@ -9,6 +9,7 @@ import solvers
 from oracle.errors import BadInput
 from problems.problem import Problem
 from solvers.fast_block_select import FastBlockSelect
+from tests.solver_problems import trace_of
 
 CASES = [
     ("synthetic/quadratic-N16-seed0", 4),
@@ -16,10 +17,6 @@ CASES = [
     ("synthetic/quadratic-N20-seed3", 5),
     ("synthetic/higher-order-N20-seed2", 5),
 ]
-
-
-def trace_of(result):
-    return [(entry.subset, entry.loss) for entry in result.trace]
 
 
 @pytest.mark.parametrize("name, k", CASES)

@@ -6,6 +6,7 @@ import pytest
 import problems
 import solvers
 from oracle.errors import BadInput
+from tests.solver_problems import recorded
 
 QUADRATIC = "synthetic/quadratic-N16-seed0"
 HIGHER_ORDER = "synthetic/higher-order-N20-seed3"
@@ -14,29 +15,6 @@ EVOLUTIONARY = ("ga", "evopress")
 
 def optimum(name: str, k: int):
     return problems.get(name).oracle.function.exact_optimum(k)
-
-
-class CountingOracle:
-    """Wraps an oracle and records the size of every batch of non-empty subsets it is asked for
-    (the empty subset is the base loss `solve` reads for Δ, not part of the search)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.n_blocks = inner.n_blocks
-        self.fingerprint = inner.fingerprint
-        self.counters = inner.counters
-        self.batches: list[int] = []
-
-    def evaluate(self, subsets):
-        if any(subsets):
-            self.batches.append(len(subsets))
-        return self.inner.evaluate(subsets)
-
-
-def counted(name: str):
-    problem = problems.get(name)
-    problem.oracle = CountingOracle(problem.oracle)
-    return problem
 
 
 @pytest.mark.parametrize("solver", EVOLUTIONARY)
@@ -113,7 +91,7 @@ def test_ga_without_a_prior_needs_a_budget_beyond_the_singles():
 
 
 def test_ga_evaluates_each_generation_in_one_batch_and_never_repeats_a_subset():
-    problem = counted(HIGHER_ORDER)
+    problem = recorded(HIGHER_ORDER)
     result = solvers.get("ga", generations=6).solve(problem, 4, seed=0)
     # N singles, the initial population, then 16 − 3 elites' worth of new children per generation.
     assert problem.oracle.batches == [problem.n_blocks, 16] + [13] * 6
@@ -121,13 +99,13 @@ def test_ga_evaluates_each_generation_in_one_batch_and_never_repeats_a_subset():
 
 
 def test_ga_keeps_three_elites_of_sixteen():
-    problem = counted(HIGHER_ORDER)
+    problem = recorded(HIGHER_ORDER)
     solvers.get("ga", population=16, elitism=0.2, generations=1).solve(problem, 4, seed=0)
     assert problem.oracle.batches[-1] == 13
 
 
 def test_evopress_evaluates_each_generation_in_one_batch():
-    problem = counted(HIGHER_ORDER)
+    problem = recorded(HIGHER_ORDER)
     solvers.get("evopress", offspring=8, initial=10, generations=5).solve(problem, 4, seed=0)
     assert problem.oracle.batches[0] == 10
     assert len(problem.oracle.batches) == 6
@@ -135,7 +113,7 @@ def test_evopress_evaluates_each_generation_in_one_batch():
 
 
 def test_evopress_default_generations_follow_k_times_n_minus_k_over_one_and_a_half():
-    problem = counted(QUADRATIC)
+    problem = recorded(QUADRATIC)
     solvers.get("evopress", offspring=2, initial=4).solve(problem, 4, seed=0)
     assert len(problem.oracle.batches) - 1 == round(4 * 12 / 1.5)
 

@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `run`
         if not hasattr(args, "handler"):
             parser.print_help()
             return 2
@@ -57,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--config", default="{}", help="solver configuration as JSON, e.g. '{\"width\": 3}'")
     solve.add_argument("--json", action="store_true")
     solve.set_defaults(handler=lambda a: _commands().solve(a))
+
+    run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
+    run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl"], help="default smollm2-135m/ppl")
+    run.add_argument("--k", nargs="+", type=int, default=[2], help="blocks to remove (default 2)")
+    run.add_argument("--solvers", default="all", help="all (default) or names, e.g. greedy,random,exact")
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
+    run.add_argument("--oracle", choices=("live", "replay"), default="replay")
+    run.add_argument("--on-miss", choices=("strict", "live"), default="strict")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--budget", type=int,
+                     help="maximum unique evaluations of every cell (default: none; random and evopress "
+                          "get the mean the other solvers used)")
+    run.add_argument("--out", type=Path, default=Path("results/default"), help="default results/default")
+    run.set_defaults(handler=lambda a: _commands().run(a))
+
+    board = commands.add_parser("leaderboard", help="leaderboard of one or more `run` output directories")
+    board.add_argument("out", type=Path, nargs="+")
+    board.set_defaults(handler=lambda a: _commands().leaderboard(a))
 
     table = commands.add_parser("table", help="inspect or verify a table").add_subparsers(parser_class=OneLineParser)
     info = table.add_parser("info", help="fingerprint, spec, rows, coverage, environment")

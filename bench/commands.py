@@ -124,6 +124,33 @@ def solve(args: Namespace) -> int:
     return 0
 
 
+def run(args: Namespace) -> int:
+    import solvers
+    from bench.runner import Grid, leaderboard, run_grid
+
+    names = solvers.names() if args.solvers == "all" else [n.strip() for n in args.solvers.split(",") if n.strip()]
+    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=args.budget)
+    rows, ran = run_grid(
+        grid, args.out,
+        lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
+        ["python", "-m", "bench", *args.argv],
+    )
+    print(leaderboard(rows))
+    print(f"{ran} cells run; results in {args.out}")
+    return 0
+
+
+def leaderboard(args: Namespace) -> int:
+    from bench.runner import leaderboard as render
+    from bench.runner import read_rows
+
+    missing = [str(path) for path in args.out if not (path / "results.jsonl").exists()]
+    if missing:
+        raise BadInput(f"no results.jsonl in {', '.join(missing)}")
+    print(render(read_rows(args.out)))
+    return 0
+
+
 def table_info(args: Namespace) -> int:
     from oracle.table import EvaluationTable
 

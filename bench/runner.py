@@ -1,0 +1,294 @@
+"""The grid runner: problems × k × solvers × seeds, one problem object (so one shared memo and
+table) per problem, one results row per cell appended as soon as the cell ends.
+
+Random under the same budget: `random` and `evopress` get `--budget` when it is given, otherwise
+the mean number of unique evaluations the other solvers of the grid used in the same (problem,
+k) group, computed after those ran (their own defaults when no other solver is in the grid).
+Every other solver runs with `--budget` or with no budget.
+
+Resuming: a cell is identified by (problem, k, solver, seed, solver config, budget rule), where
+the budget rule is the `--budget` value, "matched" or None; cells already in OUT/results.jsonl
+are skipped. After the grid every row gets the best-known Δ of its (problem, k) (the minimum over
+all rows, and the Δ of a certified exact result if there is one), its gap to it and its score
+normalised against random search (see `bench.metrics.normalised_score`)."""
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+import problems
+import solvers
+from bench.metrics import gap, normalised_score
+from oracle.errors import BadInput
+
+MATCHED_BUDGET = ("random", "evopress")
+NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ|
+RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
+CSV_COLUMNS = (
+    "problem", "k", "solver", "seed", "subset", "loss", "delta", "n_evaluations", "n_requests", "wall_s",
+    "oracle_s", "new_evaluations", "table_hits", "surrogate", "certified", "budget", "budget_rule", "config",
+    "best_delta", "certified_delta", "gap", "score",
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    problems: Sequence[str]
+    ks: Sequence[int]
+    solvers: Sequence[str]
+    seeds: Sequence[int]
+    budget: int | None = None
+
+    def check(self) -> None:
+        """Refuse bad input before any problem or table is opened."""
+        for name in self.solvers:
+            solvers.get(name)
+        if self.budget is not None and self.budget < 1:
+            raise BadInput(f"--budget must be at least 1, got {self.budget}")
+        for name in self.problems:
+            n_blocks = problems.block_count(name)
+            for k in self.ks:
+                if not 1 <= k <= n_blocks - 1:
+                    raise BadInput(f"k={k} is out of range 1..{n_blocks - 1} for {name}")
+
+    def budget_rule(self, solver: str) -> int | str | None:
+        if self.budget is not None:
+            return self.budget
+        return "matched" if solver in MATCHED_BUDGET else None
+
+    def cells(self) -> list[tuple[str, int, str, int]]:
+        """Every (problem, k, solver, seed), matched-budget solvers last in each (problem, k)."""
+        ordered = [s for s in self.solvers if s not in MATCHED_BUDGET] + [s for s in self.solvers if s in MATCHED_BUDGET]
+        return [(p, k, s, seed) for p in self.problems for k in self.ks for s in ordered for seed in self.seeds]
+
+
+def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command_line: Sequence[str],
+             progress: TextIO | None = None) -> tuple[list[dict], int]:
+    """Run the cells of `grid` not yet in `out`; return every row of `out` (annotated) and the
+    number of cells run. Progress goes to `progress` (default: stderr)."""
+    progress = progress or sys.stderr
+    grid.check()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows([out])
+    if rows:
+        # Drops a torn last line before appending to the file.
+        _replace(out / RESULTS, "".join(json.dumps(row) + "\n" for row in rows))
+    finished = {cell_key(row) for row in rows}
+    configs = {name: solvers.get(name).get_config() for name in grid.solvers}
+    pending = [cell for cell in grid.cells()
+               if cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
+                            "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])}) not in finished]
+    print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
+          f"{len(pending)} to run", file=progress, flush=True)
+    tables: dict[str, dict] = {}
+    started, evaluations, done = time.perf_counter(), 0, 0
+    with open(out / RESULTS, "a") as results:
+        for name in grid.problems:
+            cells = [cell for cell in pending if cell[0] == name]
+            if not cells:
+                continue
+            with build_problem(name) as problem:
+                tables[name] = table_record(problem)
+                for _, k, solver, seed in cells:
+                    budget = cell_budget(grid, rows, name, k, solver)
+                    row = run_cell(problem, k, solver, seed, budget, grid.budget_rule(solver))
+                    results.write(json.dumps(row) + "\n")
+                    results.flush()
+                    rows.append(row)
+                    done += 1
+                    evaluations += row["n_evaluations"]
+                    elapsed = time.perf_counter() - started
+                    print(f"[{done}/{len(pending)}] {name} k={k} {solver} seed {seed}: Δ {row['delta']:.5f}; "
+                          f"{evaluations} evaluations ({row['new_evaluations']} new this cell), "
+                          f"{done / elapsed:.2f} cells/s, ETA {(len(pending) - done) * elapsed / done:.0f} s",
+                          file=progress, flush=True)
+    rows = annotate(rows)
+    write_rows(out, rows)
+    write_environment(out, tables, command_line)
+    return rows, done
+
+
+def run_cell(problem, k: int, solver_name: str, seed: int, budget: int | None, budget_rule) -> dict:
+    """One solver run; oracle figures are the problem oracle's counters spent during it."""
+    counters = problem.oracle.counters
+    before = counters.as_dict()
+    result = solvers.get(solver_name).solve(problem, k, budget=budget, seed=seed)
+    spent = {key: value - before[key] for key, value in problem.oracle.counters.as_dict().items()}
+    return {
+        "problem": result.problem, "k": k, "solver": solver_name, "seed": seed,
+        "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
+        "n_evaluations": result.n_evaluations, "n_requests": result.n_requests, "wall_s": result.wall_s,
+        "oracle_s": spent["cost_s"], "new_evaluations": spent["evaluations"], "table_hits": spent["hits"],
+        "surrogate": spent["surrogate"], "certified": result.certified, "budget": budget,
+        "budget_rule": budget_rule, "config": result.config,
+    }
+
+
+def cell_budget(grid: Grid, rows: list[dict], problem: str, k: int, solver: str) -> int | None:
+    """The budget of one cell (see the module docstring)."""
+    rule = grid.budget_rule(solver)
+    if rule != "matched":
+        return rule
+    others = [row["n_evaluations"] for row in rows
+              if row["problem"] == problem and row["k"] == k and row["solver"] in grid.solvers
+              and row["solver"] not in MATCHED_BUDGET and row["seed"] in grid.seeds]
+    return max(1, round(sum(others) / len(others))) if others else None
+
+
+def cell_key(row: dict) -> tuple:
+    return (row["problem"], row["k"], row["solver"], row["seed"],
+            json.dumps(row["config"], sort_keys=True, default=str), json.dumps(row["budget_rule"]))
+
+
+def annotate(rows: list[dict]) -> list[dict]:
+    """Add best_delta, certified_delta, gap and score to every row, per (problem, k)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["problem"], row["k"]].append(row)
+    annotated = []
+    for row in rows:
+        group = groups[row["problem"], row["k"]]
+        best = min(r["delta"] for r in group)
+        certified = [r["delta"] for r in group if r["certified"]]
+        random = [r["delta"] for r in group if r["solver"] == "random"]
+        random_mean = sum(random) / len(random) if random else math.nan
+        score = normalised_score(row["delta"], random_mean, best)
+        annotated.append({**row, "best_delta": best, "certified_delta": min(certified) if certified else None,
+                          "gap": gap(row["delta"], best), "score": None if math.isnan(score) else score})
+    return annotated
+
+
+def read_rows(directories: Iterable[Path]) -> list[dict]:
+    """The rows of the results files of `directories`, each cell once (the first one read)."""
+    rows, seen = [], set()
+    for directory in directories:
+        path = Path(directory) / RESULTS
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                # A run killed mid-write leaves at most one torn last line; that cell reruns.
+                if number == len(lines):
+                    continue
+                raise BadInput(f"{path}:{number} is not a JSON line") from None
+            if cell_key(row) not in seen:
+                seen.add(cell_key(row))
+                rows.append(row)
+    return rows
+
+
+def write_rows(out: Path, rows: list[dict]) -> None:
+    """Rewrite results.jsonl (annotated) and results.csv, each atomically."""
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    _replace(out / RESULTS, text)
+    temporary = out / (RESULTS_CSV + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: _flat(row.get(column)) for column in CSV_COLUMNS})
+    os.replace(temporary, out / RESULTS_CSV)
+
+
+def _flat(value: Any) -> Any:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return "" if value is None else value
+
+
+def _replace(path: Path, text: str) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def table_record(problem) -> dict:
+    """Fingerprint and path of the table a problem replays or writes (None for synthetic problems)."""
+    oracle, table = problem.oracle, None
+    while oracle is not None and table is None:
+        table = getattr(oracle, "table", None)
+        oracle = getattr(oracle, "inner", None)
+    return {"fingerprint": getattr(table, "fingerprint", None) or problem.spec.get("fingerprint"),
+            "path": str(table.path) if table is not None else None}
+
+
+def write_environment(out: Path, tables: dict[str, dict], command_line: Sequence[str]) -> None:
+    """Versions, machine, tables and command line of the run; tables of earlier runs into the
+    same directory are kept."""
+    path = out / ENVIRONMENT
+    previous = json.loads(path.read_text()).get("tables", {}) if path.exists() else {}
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    environment = {
+        "python": sys.version.split()[0], "numpy": installed("numpy"), "torch": installed("torch"),
+        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "tables": {**previous, **tables}, "command_line": list(command_line),
+    }
+    _replace(path, json.dumps(environment, indent=2, sort_keys=True) + "\n")
+
+
+def leaderboard(rows: list[dict]) -> str:
+    """Per (problem, k): solvers sorted by mean Δ over seeds, with mean gap, normalised score,
+    unique evaluations and wall seconds; '*' marks the solver with the fewest mean evaluations
+    among those whose mean Δ is within 0.5% of |best-known Δ| of the best-known Δ."""
+    rows = annotate(rows)
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        groups[row["problem"], row["k"]][row["solver"]].append(row)
+    lines = []
+    for (problem, k), by_solver in sorted(groups.items()):
+        best = min(row["delta"] for runs in by_solver.values() for row in runs)
+        certified = [row["delta"] for runs in by_solver.values() for row in runs if row["certified"]]
+        stats = []
+        for solver, runs in by_solver.items():
+            scores = [row["score"] for row in runs if row["score"] is not None]
+            stats.append({
+                "solver": solver, "seeds": len(runs), "delta": _mean(row["delta"] for row in runs),
+                "gap": _mean(row["gap"] for row in runs), "score": _mean(scores) if scores else math.nan,
+                "evaluations": _mean(row["n_evaluations"] for row in runs),
+                "wall_s": _mean(row["wall_s"] for row in runs),
+            })
+        stats.sort(key=lambda s: (s["delta"], s["evaluations"]))
+        near = [s for s in stats if s["delta"] - best <= NEAR_BEST * abs(best)]
+        cheapest = min(near, key=lambda s: s["evaluations"])["solver"] if near else None
+        lines.append(f"{problem}, k={k}: best-known Δ {best:.5f}"
+                     + (f" (certified optimum {min(certified):.5f})" if certified else ""))
+        lines.append(f"  {'solver':<10} {'seeds':>5} {'mean Δ':>10} {'mean gap':>10} {'score':>7} "
+                     f"{'evals':>8} {'wall s':>8}")
+        for s in stats:
+            mark = "*" if s["solver"] == cheapest else " "
+            lines.append(f"{mark} {s['solver']:<10} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
+                         f"{round(s['score'], 3) + 0.0:>7.3f} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}")
+    lines.append("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random; "
+                 "* = fewest evaluations within 0.5% of best-known Δ")
+    return "\n".join(lines)
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values)

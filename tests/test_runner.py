@@ -1,0 +1,152 @@
+"""`python -m bench run` and `leaderboard`: the grid, its results files, resuming, bad input."""
+
+import csv
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.runner import RESULTS, annotate, leaderboard, read_rows
+from problems.model_oracles import REPO_TABLES
+
+GRID = ["run", "--problem", "synthetic/quadratic-N12-seed0", "--k", "3", "--solvers", "greedy,random,exact"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def rows_of(out):
+    return [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
+
+
+def test_run_writes_one_row_per_cell(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    assert code == 0
+    rows = rows_of(out)
+    assert sorted((r["solver"], r["seed"]) for r in rows) == [
+        ("exact", 0), ("exact", 1), ("greedy", 0), ("greedy", 1), ("random", 0), ("random", 1)]
+    exact = [r for r in rows if r["solver"] == "exact"]
+    assert all(r["certified"] and r["gap"] == 0 and r["score"] == 1.0 for r in exact)
+    assert all(r["best_delta"] == exact[0]["delta"] == r["certified_delta"] for r in rows)
+    with open(out / "results.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["command_line"] == ["python", "-m", "bench", *GRID, "--seeds", "0", "1", "--out", str(out)]
+    assert "synthetic/quadratic-N12-seed0" in environment["tables"]
+    assert "6 cells run" in stdout and "exact" in stdout
+
+
+def test_random_gets_the_mean_budget_of_the_others(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    rows = rows_of(out)
+    others = [r["n_evaluations"] for r in rows if r["solver"] != "random"]
+    for row in (r for r in rows if r["solver"] == "random"):
+        assert row["budget_rule"] == "matched"
+        assert row["budget"] == round(sum(others) / len(others))
+        assert row["n_evaluations"] <= row["budget"]
+
+
+def test_budget_option_applies_to_every_cell(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "--budget", "20", "--out", str(out))
+    assert {(r["budget"], r["budget_rule"]) for r in rows_of(out)} == {(20, 20)}
+
+
+def test_rerun_skips_every_finished_cell(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    before = (out / RESULTS).read_bytes()
+    code, stdout, err = run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    assert code == 0
+    assert "0 cells run" in stdout
+    assert "6 already finished, 0 to run" in err
+    assert (out / RESULTS).read_bytes() == before
+
+
+def test_interrupted_run_resumes_with_only_the_missing_cells(capsys, tmp_path):
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    first = {(r["solver"], r["seed"]): r for r in rows_of(out)}
+    code, stdout, err = run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    assert code == 0 and "3 cells run" in stdout
+    assert err.count("seed 1:") == 3 and "seed 0:" not in err
+    resumed = rows_of(out)
+    assert sorted((r["solver"], r["seed"]) for r in resumed) == sorted(
+        (s, seed) for s in ("greedy", "random", "exact") for seed in (0, 1))
+    assert all(r["subset"] == first[r["solver"], 0]["subset"] for r in resumed if r["seed"] == 0)
+    run(capsys, *GRID, "--seeds", "0", "1", "--out", str(whole))
+    assert sorted(map(outcome, resumed)) == sorted(map(outcome, rows_of(whole)))
+
+
+def outcome(row):
+    return row["solver"], row["seed"], row["subset"], row["delta"], row["n_evaluations"]
+
+
+def test_torn_last_line_is_rerun(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    text = (out / RESULTS).read_text().splitlines()
+    (out / RESULTS).write_text("\n".join(text[:-1]) + "\n" + text[-1][:40])
+    code, stdout, _ = run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    assert code == 0 and "1 cells run" in stdout
+    assert len(rows_of(out)) == 3
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--solvers", "greedy,nosuch"], "nosuch"),
+        (["--k", "12"], "out of range"),
+        (["--k", "0"], "out of range"),
+        (["--problem", "nosuch/ppl"], "nosuch/ppl"),
+        (["--budget", "0"], "budget"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, fragment):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, *GRID, "--seeds", "0", "--out", str(out), *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert not out.exists()
+
+
+def test_leaderboard_merges_runs_and_stars_the_cheapest_near_best(capsys, tmp_path):
+    run(capsys, *GRID, "--seeds", "0", "--out", str(tmp_path / "a"))
+    run(capsys, *GRID, "--seeds", "1", "--out", str(tmp_path / "b"))
+    code, stdout, _ = run(capsys, "leaderboard", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 0
+    exact = next(line for line in stdout.splitlines() if " exact " in line)
+    assert exact.startswith("* ") and " 2 " in exact
+    code, _, err = run(capsys, "leaderboard", str(tmp_path / "missing"))
+    assert code == 2 and "missing" in err
+
+
+def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
+    def row(solver, delta, evaluations, certified=False):
+        return {"problem": "p", "k": 2, "solver": solver, "seed": 0, "delta": delta, "certified": certified,
+                "n_evaluations": evaluations, "wall_s": 0.0, "config": {}, "budget_rule": None}
+
+    rows = [row("exact", 1.0, 100, certified=True), row("greedy", 1.004, 10), row("oneshot", 1.2, 1),
+            row("random", 2.0, 50)]
+    text = leaderboard(rows)
+    assert next(line for line in text.splitlines() if "greedy" in line).startswith("* ")
+    scores = {r["solver"]: r["score"] for r in annotate(rows)}
+    assert scores["exact"] == 1.0 and scores["random"] == 0.0 and scores["oneshot"] == pytest.approx(0.8)
+
+
+@pytest.mark.skipif(not any(REPO_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped ppl table")
+def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
+    out = tmp_path / "default"
+    code, stdout, _ = run(capsys, "run", "--out", str(out))
+    assert code == 0 and "30 cells run" in stdout
+    rows = read_rows([out])
+    assert len(rows) == 30
+    assert sum(r["new_evaluations"] for r in rows) == 0
+    assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)

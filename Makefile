@@ -29,8 +29,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 run: install
-	$(BIN)/python -m bench solve --problem smollm2-135m/ppl --oracle replay --solver exact --k 2
-	$(BIN)/python -m bench evaluate --problem smollm2-135m/ppl --subset 3,7,12 --subset 20,21
+	$(BIN)/python -m bench run
 
 perf: install
 	$(BIN)/python -m bench perf --problem smollm2-135m/ppl

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.set_defaults(handler=lambda a: _commands().solve(a))
 
     run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
-    run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl"], help="default smollm2-135m/ppl")
+    run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl", "smollm2-135m/margin"],
+                     help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
     run.add_argument("--k", nargs="+", type=int, default=[2], help="blocks to remove (default 2)")
     run.add_argument("--solvers", default="all", help="all (default) or names, e.g. greedy,random,exact")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")

@@ -282,10 +282,11 @@ def leaderboard(rows: list[dict]) -> str:
                      f"{'evals':>8} {'wall s':>8}")
         for s in stats:
             mark = "*" if s["solver"] == cheapest else " "
+            score = "—" if math.isnan(s["score"]) else f"{round(s['score'], 3) + 0.0:.3f}"
             lines.append(f"{mark} {s['solver']:<10} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
-                         f"{round(s['score'], 3) + 0.0:>7.3f} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}")
-    lines.append("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random; "
-                 "* = fewest evaluations within 0.5% of best-known Δ")
+                         f"{score:>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}")
+    lines.append("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random, "
+                 "— when random already found the best; * = fewest evaluations within 0.5% of best-known Δ")
     return "\n".join(lines)
 
 

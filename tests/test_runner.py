@@ -140,13 +140,14 @@ def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
     assert scores["exact"] == 1.0 and scores["random"] == 0.0 and scores["oneshot"] == pytest.approx(0.8)
 
 
-@pytest.mark.skipif(not any(REPO_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped ppl table")
+@pytest.mark.skipif(not (any(REPO_TABLES.glob("smollm2-135m__ppl__*.h5"))
+                         and any(REPO_TABLES.glob("smollm2-135m__margin__*.h5"))), reason="needs the shipped tables")
 def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
     out = tmp_path / "default"
     code, stdout, _ = run(capsys, "run", "--out", str(out))
-    assert code == 0 and "30 cells run" in stdout
+    assert code == 0 and "60 cells run" in stdout
     rows = read_rows([out])
-    assert len(rows) == 30
+    assert len(rows) == 60
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)

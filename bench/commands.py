@@ -246,8 +246,9 @@ def list_problems(args: Namespace) -> int:
 
 def perf(args: Namespace) -> int:
     if args.solvers:
-        from bench.solver_benchmarks import gap_benchmark, overhead_benchmark
+        from bench.solver_benchmarks import gap_benchmark, overhead_benchmark, panel_sharing_benchmark
 
+        panel_sharing_benchmark()
         gap_benchmark()
         overhead_benchmark()
         return 0

@@ -7,6 +7,7 @@ import time
 
 import problems
 import solvers
+from oracle.recording import RecordingOracle
 
 # Budgets for the solvers that have none of their own (they run until told to stop).
 OPEN_ENDED_BUDGET = {"random": 200, "evopress": 400}
@@ -73,32 +74,17 @@ def overhead_benchmark(sizes: tuple[int, ...] = (32, 64, 80, 128)) -> list[dict]
     return results
 
 
-class _SubsetCollector:
-    """Wraps an oracle and remembers every distinct subset evaluated through it."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.n_blocks = inner.n_blocks
-        self.fingerprint = inner.fingerprint
-        self.counters = inner.counters
-        self.seen: set = set()
-
-    def evaluate(self, subsets):
-        self.seen.update(subsets)
-        return self.inner.evaluate(subsets)
-
-
 def panel_sharing_benchmark(name: str = "synthetic/higher-order-N30-seed0", k: int = 6, seed: int = 0) -> float:
     """Unique evaluations of the whole panel through one shared memo ÷ the sum of the solvers'
     solo evaluation counts (below 1: solvers request many of the same subsets)."""
     problem = problems.get(name)
-    problem.oracle = _SubsetCollector(problem.oracle)
+    problem.oracle = RecordingOracle(problem.oracle)
     solo = 0
     for solver in solvers.names():
         if solver == "exact":
             continue
         solo += solvers.get(solver).solve(problem, k, budget=budget_for(solver), seed=seed).n_evaluations
-    shared = len([subset for subset in problem.oracle.seen if subset != ()])
+    shared = len(problem.oracle.distinct - {()})
     ratio = shared / solo
     print(f"panel sharing on {name}, k={k}, seed {seed}: {shared} unique evaluations with a shared memo / "
           f"{solo} summed solo evaluations = {ratio:.3f}")

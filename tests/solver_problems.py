@@ -9,6 +9,7 @@ import numpy as np
 
 import problems
 from oracle.evaluation import Evaluation, OracleCounters
+from oracle.recording import RecordingOracle
 from oracle.subset import Subset
 from problems.problem import Problem
 
@@ -60,31 +61,10 @@ def nan_problem(name: str) -> Problem:
     )
 
 
-class BatchRecorder:
-    """Wraps an oracle and records every batch it is asked for."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.n_blocks = inner.n_blocks
-        self.fingerprint = inner.fingerprint
-        self.counters = inner.counters
-        self.requests: list[list[Subset]] = []
-
-    @property
-    def batches(self) -> list[int]:
-        """Sizes of the batches, leaving out a batch that is only the empty subset (the base
-        loss `solve` reads for Δ, not part of the search)."""
-        return [len(batch) for batch in self.requests if batch != [()]]
-
-    def evaluate(self, subsets):
-        self.requests.append(list(subsets))
-        return self.inner.evaluate(subsets)
-
-
 def recorded(name: str) -> Problem:
     """A named problem whose oracle records its batches."""
     base = problems.get(name)
-    return Problem(name=name, n_blocks=base.n_blocks, oracle=BatchRecorder(base.oracle), description="recorded")
+    return Problem(name=name, n_blocks=base.n_blocks, oracle=RecordingOracle(base.oracle), description="recorded")
 
 
 def trace_of(result) -> list[tuple]:

@@ -2,11 +2,14 @@
 
 import json
 import math
+import sys
+import time
 from argparse import Namespace
 
 import numpy as np
 
 import problems
+import solvers
 from oracle.errors import BadInput, DataError
 from oracle.subset import parse_subset
 
@@ -83,9 +86,6 @@ def evaluate(args: Namespace) -> int:
 def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int) -> list:
     """Evaluate batch by batch, so every finished batch is stored (an interrupted run resumes
     from the table), reporting progress on stderr when there is more than one batch."""
-    import sys
-    import time
-
     evaluations, started = [], time.perf_counter()
     for start in range(0, len(subsets), batch_size):
         evaluations += problem.evaluate(subsets[start : start + batch_size])
@@ -98,8 +98,6 @@ def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int
 
 
 def solve(args: Namespace) -> int:
-    import solvers
-
     try:
         config = json.loads(args.config)
     except json.JSONDecodeError as error:
@@ -125,7 +123,6 @@ def solve(args: Namespace) -> int:
 
 
 def run(args: Namespace) -> int:
-    import solvers
     from bench.runner import Grid, leaderboard, run_grid
 
     names = solvers.names() if args.solvers == "all" else [n.strip() for n in args.solvers.split(",") if n.strip()]
@@ -232,8 +229,6 @@ def data_rebuild(args: Namespace) -> int:
 
 
 def list_problems(args: Namespace) -> int:
-    import solvers
-
     print("problems:")
     for name in problems.names():
         print(f"  {name}")

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results/default"), help="default results/default")
     run.set_defaults(handler=lambda a: _commands().run(a))
 
+    report = commands.add_parser("report", help="rebuild the HTML report and Markdown summary of a `run` directory")
+    report.add_argument("out", type=Path)
+    report.set_defaults(handler=lambda a: _commands().report(a))
+
     board = commands.add_parser("leaderboard", help="leaderboard of one or more `run` output directories")
     board.add_argument("out", type=Path, nargs="+")
     board.set_defaults(handler=lambda a: _commands().leaderboard(a))

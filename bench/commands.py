@@ -132,8 +132,18 @@ def run(args: Namespace) -> int:
         lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
         ["python", "-m", "bench", *args.argv],
     )
+    from bench.report import build_report
+
     print(leaderboard(rows))
-    print(f"{ran} cells run; results in {args.out}")
+    print(f"{ran} cells run; results in {args.out}; report {build_report(args.out)}")
+    return 0
+
+
+def report(args: Namespace) -> int:
+    from bench.report import build_report
+
+    page = build_report(args.out)
+    print(f"report {page}; summary {page.with_name('summary.md')}")
     return 0
 
 
@@ -236,6 +246,15 @@ def list_problems(args: Namespace) -> int:
     for name in solvers.names():
         config = ", ".join(f"{key}={value!r}" for key, value in solvers.get(name).get_config().items())
         print(f"  {name:<10} {config}")
+    from oracle.table import EvaluationTable
+    from problems.model_oracles import default_table_directory
+
+    directory = default_table_directory()
+    print(f"tables in {directory}:")
+    for path in sorted(directory.glob("*.h5")):
+        with EvaluationTable.open(path, mode="r") as table:
+            info = table.info()
+        print(f"  {path.name}  {info['rows']} rows  {info['description']}")
     return 0
 
 

@@ -28,6 +28,16 @@ def normalised_score(delta: float, random_mean_delta: float, best_delta: float) 
     return (random_mean_delta - delta) / width
 
 
+def best_so_far(points: Iterable[tuple[int, float]]) -> list[list]:
+    """The anytime curve of a search: from (unique evaluations so far, Δ) of each k-subset it
+    evaluated, in order, the [evaluations, best Δ] pairs at which the best Δ improved."""
+    curve: list[list] = []
+    for evaluations, delta in points:
+        if math.isfinite(delta) and (not curve or delta < curve[-1][1]):
+            curve.append([evaluations, delta])
+    return curve
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation of two paired sequences (e.g. surrogate vs true Δ)."""
     if len(x) != len(y):

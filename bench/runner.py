@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 import problems
 import solvers
-from bench.metrics import gap, normalised_score
+from bench.metrics import best_so_far, gap, normalised_score
 from oracle.errors import BadInput
 
 MATCHED_BUDGET = ("random", "evopress")
@@ -124,13 +124,15 @@ def run_cell(problem, k: int, solver_name: str, seed: int, budget: int | None, b
     before = counters.as_dict()
     result = solvers.get(solver_name).solve(problem, k, budget=budget, seed=seed)
     spent = {key: value - before[key] for key, value in problem.oracle.counters.as_dict().items()}
+    base_loss = result.loss - result.delta
+    trace = best_so_far((entry.evaluations, entry.loss - base_loss) for entry in result.trace if len(entry.subset) == k)
     return {
         "problem": result.problem, "k": k, "solver": solver_name, "seed": seed,
         "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
         "n_evaluations": result.n_evaluations, "n_requests": result.n_requests, "wall_s": result.wall_s,
         "oracle_s": spent["cost_s"], "new_evaluations": spent["evaluations"], "table_hits": spent["hits"],
         "surrogate": spent["surrogate"], "certified": result.certified, "budget": budget,
-        "budget_rule": budget_rule, "config": result.config,
+        "budget_rule": budget_rule, "config": result.config, "trace": trace,
     }
 
 
@@ -252,15 +254,16 @@ def write_environment(out: Path, tables: dict[str, dict], command_line: Sequence
     _replace(path, json.dumps(environment, indent=2, sort_keys=True) + "\n")
 
 
-def leaderboard(rows: list[dict]) -> str:
-    """Per (problem, k): solvers sorted by mean Δ over seeds, with mean gap, normalised score,
-    unique evaluations and wall seconds; '*' marks the solver with the fewest mean evaluations
-    among those whose mean Δ is within 0.5% of |best-known Δ| of the best-known Δ."""
+def leaderboard_cells(rows: list[dict]) -> list[dict]:
+    """Per (problem, k): best-known and certified Δ, and per solver the seeds, mean Δ, mean gap,
+    mean normalised score, mean unique evaluations and wall seconds, sorted by mean Δ; `cheapest`
+    is the solver with the fewest mean evaluations among those whose mean Δ is within 0.5% of
+    |best-known Δ| of the best-known Δ."""
     rows = annotate(rows)
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         groups[row["problem"], row["k"]][row["solver"]].append(row)
-    lines = []
+    cells = []
     for (problem, k), by_solver in sorted(groups.items()):
         best = min(row["delta"] for runs in by_solver.values() for row in runs)
         certified = [row["delta"] for runs in by_solver.values() for row in runs if row["certified"]]
@@ -272,22 +275,39 @@ def leaderboard(rows: list[dict]) -> str:
                 "gap": _mean(row["gap"] for row in runs), "score": _mean(scores) if scores else math.nan,
                 "evaluations": _mean(row["n_evaluations"] for row in runs),
                 "wall_s": _mean(row["wall_s"] for row in runs),
+                "surrogate": sum(row.get("surrogate") or 0 for row in runs),
             })
         stats.sort(key=lambda s: (s["delta"], s["evaluations"]))
         near = [s for s in stats if s["delta"] - best <= NEAR_BEST * abs(best)]
-        cheapest = min(near, key=lambda s: s["evaluations"])["solver"] if near else None
-        lines.append(f"{problem}, k={k}: best-known Δ {best:.5f}"
-                     + (f" (certified optimum {min(certified):.5f})" if certified else ""))
+        cells.append({"problem": problem, "k": k, "best": best, "certified": min(certified) if certified else None,
+                      "stats": stats, "cheapest": min(near, key=lambda s: s["evaluations"])["solver"] if near else None})
+    return cells
+
+
+LEADERBOARD_LEGEND = ("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random, "
+                      "— when random already found the best; * = fewest evaluations within 0.5% of best-known Δ; "
+                      "~ = some losses came from the surrogate, not the model")
+
+
+def leaderboard(rows: list[dict]) -> str:
+    """The leaderboard as text (see `leaderboard_cells`)."""
+    lines = []
+    for cell in leaderboard_cells(rows):
+        lines.append(f"{cell['problem']}, k={cell['k']}: best-known Δ {cell['best']:.5f}"
+                     + (f" (certified optimum {cell['certified']:.5f})" if cell["certified"] is not None else ""))
         lines.append(f"  {'solver':<10} {'seeds':>5} {'mean Δ':>10} {'mean gap':>10} {'score':>7} "
                      f"{'evals':>8} {'wall s':>8}")
-        for s in stats:
-            mark = "*" if s["solver"] == cheapest else " "
-            score = "—" if math.isnan(s["score"]) else f"{round(s['score'], 3) + 0.0:.3f}"
+        for s in cell["stats"]:
+            mark = "*" if s["solver"] == cell["cheapest"] else " "
+            surrogate = "~" if s["surrogate"] else " "
             lines.append(f"{mark} {s['solver']:<10} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
-                         f"{score:>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}")
-    lines.append("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random, "
-                 "— when random already found the best; * = fewest evaluations within 0.5% of best-known Δ")
+                         f"{format_score(s['score']):>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}{surrogate}")
+    lines.append(LEADERBOARD_LEGEND)
     return "\n".join(lines)
+
+
+def format_score(score: float) -> str:
+    return "—" if math.isnan(score) else f"{round(score, 3) + 0.0:.3f}"
 
 
 def _mean(values: Iterable[float]) -> float:

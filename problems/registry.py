@@ -30,6 +30,7 @@ LAZY_MODULES: dict[str, str] = {
 }
 
 _exact: dict[str, Factory] = {}
+_block_counts: dict[str, int] = {}
 _patterns: list[tuple[re.Pattern[str], Factory, str, tuple[str, ...]]] = []
 _loaded_modules: set[str] = set()
 
@@ -61,12 +62,20 @@ def names() -> list[str]:
     return sorted(_exact) + [example for example in examples if example not in _exact]
 
 
-def register(name: str, factory: Factory, *, replace: bool = False) -> None:
-    """Make `get(name, **options)` return `factory(name, **options)`. Registering a name twice
-    is a programming error unless `replace` is true."""
+def register(name: str, factory: Factory, *, n_blocks: int | None = None, replace: bool = False) -> None:
+    """Make `get(name, **options)` return `factory(name, **options)`; `n_blocks` lets the grid
+    check k without building the problem. Registering a name twice is a programming error
+    unless `replace` is true."""
     if not replace and name in _exact and _exact[name] is not factory:
         raise ValueError(f"problem {name!r} is already registered")
     _exact[name] = factory
+    if n_blocks is not None:
+        _block_counts[name] = n_blocks
+
+
+def registered_block_count(name: str) -> int | None:
+    """N as given to `register`, else None."""
+    return _block_counts.get(name)
 
 
 def register_pattern(

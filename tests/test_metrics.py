@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench.metrics import gap, jaccard, normalised_score, spearman
+from bench.metrics import best_so_far, gap, jaccard, normalised_score, spearman
 
 
 def test_jaccard_is_overlap_over_union():
@@ -37,3 +37,9 @@ def test_spearman_ranks():
     assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         spearman([1, 2], [1])
+
+
+def test_best_so_far_keeps_only_improvements():
+    points = [(1, 0.5), (2, 0.7), (3, 0.4), (4, math.nan), (5, 0.4), (6, 0.1)]
+    assert best_so_far(points) == [[1, 0.5], [3, 0.4], [6, 0.1]]
+    assert best_so_far([]) == []

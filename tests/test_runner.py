@@ -2,11 +2,18 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from bench.cli import main
 from bench.runner import RESULTS, annotate, leaderboard, read_rows
+from oracle.table import EvaluationTable
 from problems.model_oracles import REPO_TABLES
 
 GRID = ["run", "--problem", "synthetic/quadratic-N12-seed0", "--k", "3", "--solvers", "greedy,random,exact"]
@@ -151,3 +158,47 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
     assert len(rows) == 60
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)
+
+
+def test_killed_live_run_resumes_without_evaluating_anything_twice(tmp_path):
+    """A live run on a tiny model is killed once some cells are written; the re-run finishes
+    the grid, reproduces an uninterrupted run, and never re-evaluates a subset the table holds."""
+    repository = Path(__file__).resolve().parent.parent
+    argv = ["run", "--problem", "tiny/ppl", "--oracle", "live", "--k", "2", "3", "--solvers", "greedy,ga,random",
+            "--seeds", "0", "1"]
+
+    def start(name, sleep):
+        environment = {**os.environ, "PYTHONPATH": str(repository), "TABLE": str(tmp_path / f"{name}.h5"),
+                       "LOG": str(tmp_path / f"{name}.log"), "SLEEP": str(sleep)}
+        return subprocess.Popen([sys.executable, str(repository / "tests" / "live_run_worker.py"), *argv,
+                                 "--out", str(tmp_path / name)], env=environment,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    worker = start("killed", sleep=0.05)
+    results = tmp_path / "killed" / RESULTS
+    deadline = time.monotonic() + 120
+    while not (results.exists() and len(results.read_text().splitlines()) >= 3):
+        assert worker.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    cells_before = len(rows_of(tmp_path / "killed"))
+    with EvaluationTable.open(tmp_path / "killed.h5") as table:
+        stored = set(table.subsets())
+    evaluated_before = (tmp_path / "killed.log").read_text().splitlines()
+    assert 3 <= cells_before < 12 and stored
+
+    assert start("killed", sleep=0).wait() == 0
+    evaluated_after = (tmp_path / "killed.log").read_text().splitlines()[len(evaluated_before):]
+    assert not stored & {tuple(map(int, line.split(","))) for line in evaluated_after}
+    assert start("whole", sleep=0).wait() == 0
+    resumed, whole = rows_of(tmp_path / "killed"), rows_of(tmp_path / "whole")
+    assert len(resumed) == 12
+    assert sorted(map(outcome, resumed)) == sorted(map(outcome, whole))
+    # Nothing evaluated twice: the killed and resumed runs together did the uninterrupted run's work,
+    # give or take the one batch that was in flight at the kill.
+    log_whole = (tmp_path / "whole.log").read_text().splitlines()
+    assert len(set(log_whole)) == len(log_whole)
+    repeated = len(evaluated_before) + len(evaluated_after) - len(set(evaluated_before + evaluated_after))
+    assert repeated == 0
+    assert set(evaluated_before + evaluated_after) == set(log_whole)

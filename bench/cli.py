@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subset", action="append", default=[], metavar="I,J,…",
                           help="blocks to remove, e.g. 3,7,12 (repeatable; '' is the empty subset)")
     evaluate.add_argument("--subsets-file", type=Path, help="file with one subset per line")
+    evaluate.add_argument("--all-of-size", type=int, nargs="+", metavar="K",
+                          help="every subset of each size K (e.g. 0 1 2 for L(∅), all singles and all pairs)")
     evaluate.add_argument("--batch-size", type=int, default=None,
                           help="evaluate and store the subsets in batches of this many (resumable; default: one batch)")
     evaluate.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -66,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--solvers", default="all", help="all (default) or names, e.g. greedy,random,exact")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
     run.add_argument("--oracle", choices=("live", "replay"), default="replay")
-    run.add_argument("--on-miss", choices=("strict", "live"), default="strict")
+    run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
-    run.add_argument("--budget", type=int,
-                     help="maximum unique evaluations of every cell (default: none; random and evopress "
-                          "get the mean the other solvers used)")
+    run.add_argument("--budget", nargs="+", metavar="N|SOLVER=N",
+                     help="maximum unique evaluations of every cell (N) or of one solver's cells (e.g. random=100 "
+                          "evopress=100); default: none, except that random and evopress get the mean the other "
+                          "solvers used")
     run.add_argument("--out", type=Path, default=Path("results/default"), help="default results/default")
     run.set_defaults(handler=lambda a: _commands().run(a))
 
@@ -94,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default="cpu")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=lambda a: _commands().table_verify(a))
+
+    datasheet = table.add_parser("datasheet", help="write the datasheet (README.md) of a directory of tables")
+    datasheet.add_argument("--dir", type=Path, help="default: the shipped tables (surrogate_tables/)")
+    datasheet.set_defaults(handler=lambda a: _commands().table_datasheet(a))
 
     data = commands.add_parser("data", help="the shipped calibration and evaluation data").add_subparsers(
         parser_class=OneLineParser)

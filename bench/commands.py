@@ -1,5 +1,6 @@
 """What each `python -m bench` command does."""
 
+import itertools
 import json
 import math
 import sys
@@ -12,6 +13,9 @@ import problems
 import solvers
 from oracle.errors import BadInput, DataError
 from oracle.subset import parse_subset
+
+
+MAX_ENUMERATED = 1_000_000  # --all-of-size refuses more subsets than this
 
 
 def problem_options(args: Namespace) -> dict:
@@ -37,14 +41,22 @@ def problem_from_args(args: Namespace):
 
 def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
     texts = list(args.subset)
+    sizes = args.all_of_size or []
+    for size in sizes:
+        if not 0 <= size < n_blocks:
+            raise BadInput(f"--all-of-size {size} is out of range 0..{n_blocks - 1}")
+        if math.comb(n_blocks, size) > MAX_ENUMERATED:
+            raise BadInput(f"--all-of-size {size} means {math.comb(n_blocks, size):,} subsets; "
+                           f"at most {MAX_ENUMERATED:,} at once")
+    enumerated = [subset for size in sizes for subset in itertools.combinations(range(n_blocks), size)]
     if args.subsets_file:
         try:
             texts += [line for line in args.subsets_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
         except OSError as error:
             raise DataError(f"cannot read subsets file {args.subsets_file}: {error.strerror}") from None
-    if not texts:
-        raise BadInput("no subset given: use --subset 3,7,12 or --subsets-file FILE")
-    return [parse_subset(text, n_blocks) for text in texts]
+    if not texts and not enumerated:
+        raise BadInput("no subset given: use --subset 3,7,12, --subsets-file FILE or --all-of-size K")
+    return [parse_subset(text, n_blocks) for text in texts] + enumerated
 
 
 def evaluate(args: Namespace) -> int:
@@ -126,7 +138,7 @@ def run(args: Namespace) -> int:
     from bench.runner import Grid, leaderboard, run_grid
 
     names = solvers.names() if args.solvers == "all" else [n.strip() for n in args.solvers.split(",") if n.strip()]
-    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=args.budget)
+    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget))
     rows, ran = run_grid(
         grid, args.out,
         lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
@@ -147,6 +159,21 @@ def report(args: Namespace) -> int:
     return 0
 
 
+def parse_budget(words: list[str] | None) -> int | dict[str, int] | None:
+    """`--budget 50` → 50; `--budget random=100 evopress=100` → {"random": 100, "evopress": 100}."""
+    if not words:
+        return None
+    try:
+        if len(words) == 1 and "=" not in words[0]:
+            return int(words[0])
+        pairs = [word.split("=", 1) for word in words]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+        return {name.strip(): int(value) for name, value in pairs}
+    except ValueError:
+        raise BadInput(f"--budget takes N or SOLVER=N ..., got {' '.join(words)}") from None
+
+
 def leaderboard(args: Namespace) -> int:
     from bench.runner import leaderboard as render
     from bench.runner import read_rows
@@ -161,8 +188,15 @@ def leaderboard(args: Namespace) -> int:
 def table_info(args: Namespace) -> int:
     from oracle.table import EvaluationTable
 
+    from oracle.surrogate import holdout_error, holdout_summary
+
     with EvaluationTable.open(args.path, mode="r") as table:
         info = table.info()
+        arrays = table.to_arrays()
+    error = holdout_error(arrays["removed"], arrays["loss"])
+    figures = {key: None if isinstance(value, float) and math.isnan(value) else value
+               for key, value in (error.__dict__ if error else {}).items()}
+    info["surrogate_error"] = {**figures, "summary": holdout_summary(error)}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -182,6 +216,19 @@ def table_info(args: Namespace) -> int:
     for name, value in sorted(info["attributes"].items()):
         print(f"attribute    {name} = {json.dumps(value)[:120]}")
     print(f"spec         {json.dumps(info['spec'], sort_keys=True)}")
+    print(f"surrogate    {holdout_summary(error)}")
+    return 0
+
+
+def table_datasheet(args: Namespace) -> int:
+    from bench.datasheet import render
+    from problems.model_oracles import default_table_directory
+
+    directory = args.dir or default_table_directory()
+    if not directory.is_dir() or not any(directory.glob("*.h5")):
+        raise BadInput(f"no tables (*.h5) in {directory}")
+    (directory / "README.md").write_text(render(directory))
+    print(f"datasheet {directory / 'README.md'}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The grid runner: problems × k × solvers × seeds, one problem object (so one shared memo and
 table) per problem, one results row per cell appended as soon as the cell ends.
 
-Random under the same budget: `random` and `evopress` get `--budget` when it is given, otherwise
+Random under the same budget: `random` and `evopress` get `--budget` when it is given (for every
+solver, or per solver as NAME=N), otherwise
 the mean number of unique evaluations the other solvers of the grid used in the same (problem,
 k) group, computed after those ran (their own defaults when no other solver is in the grid).
-Every other solver runs with `--budget` or with no budget.
+Every other solver runs with its `--budget` or with no budget.
 
 Resuming: a cell is identified by (problem, k, solver, seed, solver config, budget rule), where
 the budget rule is the `--budget` value, "matched" or None; cells already in OUT/results.jsonl
@@ -47,14 +48,18 @@ class Grid:
     ks: Sequence[int]
     solvers: Sequence[str]
     seeds: Sequence[int]
-    budget: int | None = None
+    budget: int | dict[str, int] | None = None  # every cell's, or per solver name
 
     def check(self) -> None:
         """Refuse bad input before any problem or table is opened."""
         for name in self.solvers:
             solvers.get(name)
-        if self.budget is not None and self.budget < 1:
+        budgets = self.budget.values() if isinstance(self.budget, dict) else [self.budget]
+        if any(budget is not None and budget < 1 for budget in budgets):
             raise BadInput(f"--budget must be at least 1, got {self.budget}")
+        unknown = set(self.budget) - set(self.solvers) if isinstance(self.budget, dict) else set()
+        if unknown:
+            raise BadInput(f"--budget names solvers not in the grid: {', '.join(sorted(unknown))}")
         for name in self.problems:
             n_blocks = problems.block_count(name)
             for k in self.ks:
@@ -62,8 +67,9 @@ class Grid:
                     raise BadInput(f"k={k} is out of range 1..{n_blocks - 1} for {name}")
 
     def budget_rule(self, solver: str) -> int | str | None:
-        if self.budget is not None:
-            return self.budget
+        budget = self.budget.get(solver) if isinstance(self.budget, dict) else self.budget
+        if budget is not None:
+            return budget
         return "matched" if solver in MATCHED_BUDGET else None
 
     def cells(self) -> list[tuple[str, int, str, int]]:

@@ -15,6 +15,7 @@ import numpy as np
 from oracle.errors import BadInput, FingerprintMismatch, TableError, TableMiss
 from oracle.evaluation import Evaluation, Oracle, OracleCounters
 from oracle.subset import Subset
+from oracle.surrogate import Surrogate
 from oracle.table import EvaluationTable
 
 ON_MISS = ("strict", "live", "surrogate")
@@ -53,14 +54,14 @@ class MemoOracle:
 
 
 class ReplayOracle:
-    """Answers from a table. A miss raises TableMiss (on_miss='strict'), or is evaluated by
-    `live` and written to the table when it is open for writing (on_miss='live')."""
+    """Answers from a table. A miss raises TableMiss (on_miss='strict'), is evaluated by `live`
+    and written to the table when it is open for writing (on_miss='live'), or is predicted by a
+    surrogate fitted on the table's rows (on_miss='surrogate', source 'surrogate', counted in
+    `counters.surrogate` and never stored)."""
 
     def __init__(self, table: EvaluationTable, on_miss: str = "strict", live: Oracle | None = None):
         if on_miss not in ON_MISS:
             raise BadInput(f"on_miss must be one of {list(ON_MISS)}, got {on_miss!r}")
-        if on_miss == "surrogate":
-            raise BadInput("on_miss='surrogate' is not available yet")
         if on_miss == "live":
             if live is None:
                 raise BadInput("on_miss='live' needs a live oracle to evaluate misses")
@@ -71,11 +72,18 @@ class ReplayOracle:
         self.n_blocks = table.n_blocks
         self.fingerprint = table.fingerprint
         self.counters = OracleCounters()
+        self._surrogate: Surrogate | None = None
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         """L(S) of each subset, in request order."""
-        evaluate_misses = self.live.evaluate if self.on_miss == "live" else self._refuse
+        evaluate_misses = {"live": getattr(self.live, "evaluate", None), "surrogate": self._predict}.get(
+            self.on_miss, self._refuse)
         return _serve(self.table, subsets, self.counters, evaluate_misses)
+
+    def _predict(self, misses: Sequence[Subset]) -> list[Evaluation]:
+        if self._surrogate is None:  # fitted on the first miss: a replay without misses never pays for it
+            self._surrogate = Surrogate.from_table(self.table)
+        return self._surrogate.evaluate(misses)
 
     def block_scores(self, criterion: str) -> np.ndarray:
         """Per-block scores of `criterion`, from the table or (on_miss='live') the live oracle."""
@@ -130,11 +138,13 @@ def _serve(
                 f"oracle returned {len(fresh)} evaluations that do not match, in order, "
                 f"the {len(misses)} subsets it was asked for"
             )
-        if table.writable:
-            table.append(fresh)
+        measured = [evaluation for evaluation in fresh if evaluation.source != "surrogate"]
+        if table.writable and measured:
+            table.append(measured)
         answers.update(zip(misses, fresh))
-        counters.evaluations += len(fresh)
-        counters.cost_s += sum(float(evaluation.cost_s) for evaluation in fresh)
+        counters.evaluations += len(measured)
+        counters.surrogate += len(fresh) - len(measured)
+        counters.cost_s += sum(float(evaluation.cost_s) for evaluation in measured)
     counters.requests += len(requests)
     counters.hits += hits
     return [answers[subset] for subset in requests]

@@ -71,6 +71,10 @@ class PassageFile:
     exclude_variant: str | None = None  # passages also found here are dropped (held-out text)
     cap: int | None = None  # keep a seeded sample of at most this many passages
 
+    @property
+    def licence(self) -> str:
+        return LICENCES["boolq"] + " (BoolQ; passages from Wikipedia)"
+
 
 @dataclass(frozen=True)
 class ItemFile:
@@ -82,6 +86,10 @@ class ItemFile:
     tasks: tuple[str, ...]
     per_task: int  # seeded sample of at most this many items per task
     decontaminate_variant: str | None = None  # items whose content is also here are dropped
+
+    @property
+    def licence(self) -> str:
+        return "; ".join(f"{task}: {LICENCES[task]}" for task in self.tasks)
 
 
 FILES: tuple[PassageFile | ItemFile, ...] = (
@@ -104,6 +112,14 @@ FILES: tuple[PassageFile | ItemFile, ...] = (
 
 # ---------------------------------------------------------------------------------------------
 # Public entry points
+
+
+def data_licence(file_name: str) -> str:
+    """The licence of a shipped data file, by name."""
+    for spec in FILES:
+        if spec.name == file_name:
+            return spec.licence
+    raise KeyError(file_name)
 
 
 def build_all(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -268,7 +284,7 @@ def _passage_rows(spec: PassageFile, root: Path) -> tuple[list[dict], dict]:
     rows.sort(key=lambda row: row["id"])
     record = {
         "origin": origin,
-        "licence": LICENCES["boolq"] + " (BoolQ; passages from Wikipedia)",
+        "licence": spec.licence,
         "words": sum(len(row["text"].split()) for row in rows),
         "notes": notes,
     }
@@ -313,7 +329,7 @@ def _item_rows(spec: ItemFile, root: Path) -> tuple[list[dict], dict]:
         del row["_doc_id"]
     record = {
         "origin": origin,
-        "licence": "; ".join(f"{task}: {LICENCES[task]}" for task in spec.tasks),
+        "licence": spec.licence,
         "per_task": ", ".join(f"{task} {count}" for task, count in per_task.items()),
         "notes": notes,
     }

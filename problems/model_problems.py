@@ -42,6 +42,12 @@ MODELS = {
     ),
 }
 
+# Kept apart from MODELS because a ModelSource's fields are part of the problem's fingerprint.
+MODEL_LICENCES = {
+    "smollm2-135m": "Apache-2.0 (SmolLM2 by Hugging Face)",
+    "gemma3-270m": "Gemma Terms of Use (Google)",
+}
+
 # Sizes of one evaluation: chosen so that each default problem costs about 3 s on a 2-core CPU
 # (see README); `study_sizes=True` gives the reference study's 64×2048 tokens / 128 items.
 DEFAULT_SIZES = {"ppl": {"windows": 16, "window_tokens": 128}, "margin": {"items": 32}}

@@ -188,11 +188,6 @@ def test_live_replay_refuses_a_live_oracle_of_another_fingerprint(table):
     assert FINGERPRINT in str(caught.value) and "other0fingerprnt" in str(caught.value)
 
 
-def test_surrogate_replay_is_not_available_yet(table):
-    with pytest.raises(BadInput, match="not available yet"):
-        ReplayOracle(table, on_miss="surrogate")
-
-
 def test_unknown_on_miss_is_refused(table):
     with pytest.raises(BadInput, match="on_miss"):
         ReplayOracle(table, on_miss="guess")

@@ -58,6 +58,14 @@ def test_random_gets_the_mean_budget_of_the_others(capsys, tmp_path):
         assert row["n_evaluations"] <= row["budget"]
 
 
+def test_budget_per_solver_applies_to_its_cells_only(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "--budget", "random=7", "--out", str(out))
+    rules = {r["solver"]: (r["budget"], r["budget_rule"], r["n_evaluations"]) for r in rows_of(out)}
+    assert rules["random"] == (7, 7, 7)
+    assert rules["greedy"][:2] == rules["exact"][:2] == (None, None)
+
+
 def test_budget_option_applies_to_every_cell(capsys, tmp_path):
     out = tmp_path / "out"
     run(capsys, *GRID, "--seeds", "0", "--budget", "20", "--out", str(out))
@@ -112,6 +120,9 @@ def test_torn_last_line_is_rerun(capsys, tmp_path):
         (["--k", "0"], "out of range"),
         (["--problem", "nosuch/ppl"], "nosuch/ppl"),
         (["--budget", "0"], "budget"),
+        (["--budget", "random=x"], "--budget takes"),
+        (["--budget", "10", "random=5"], "--budget takes"),
+        (["--budget", "beam=5"], "not in the grid: beam"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, fragment):

@@ -1,0 +1,43 @@
+"""The tables shipped in surrogate_tables/: each matches its problem in the registry, stays
+small, and is described by an up-to-date generated datasheet. (The default grid's zero-miss
+replay is tested in test_runner.)"""
+
+import pytest
+
+from bench.datasheet import render
+from oracle.table import EvaluationTable
+from problems.model_oracles import REPO_TABLES
+from problems.model_problems import problem_spec
+
+TABLES = sorted(REPO_TABLES.glob("*.h5"))
+
+
+def test_the_default_problems_have_tables():
+    names = set()
+    for path in TABLES:
+        with EvaluationTable.open(path, mode="r") as table:
+            names.add(table.spec["name"])
+    assert {"smollm2-135m/ppl", "smollm2-135m/margin"} <= names
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda path: path.name)
+def test_shipped_table_matches_the_registry_and_stays_small(path):
+    with EvaluationTable.open(path, mode="r") as table:
+        spec = problem_spec(table.spec["name"])
+        assert table.fingerprint == spec["fingerprint"] == table.spec["fingerprint"]
+        assert table.spec == spec
+        assert path.name == f"{spec['name'].replace('/', '__')}__{spec['fingerprint']}.h5"
+        coverage = table.coverage()
+        assert coverage["singles"]["present"] == 30 and coverage["pairs"]["present"] == 435
+    assert path.stat().st_size < 5_000_000
+
+
+def test_datasheet_describes_the_shipped_tables_as_they_are():
+    """Compared on what cannot vary between machines (the surrogate's error figures may differ in
+    the last digit): the generated text's lines about tables, rows and best subsets."""
+    shipped = (REPO_TABLES / "README.md").read_text().splitlines()
+    fresh = render(REPO_TABLES).splitlines()
+    stable = [line for line in fresh if not line.startswith("Surrogate")]
+    assert [line for line in shipped if not line.startswith("Surrogate")] == stable, \
+        "surrogate_tables/README.md is stale: run `python -m bench table datasheet`"
+    assert sum(line.startswith("Surrogate") for line in shipped) == len(TABLES)

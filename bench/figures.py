@@ -101,7 +101,8 @@ def objective_agreement(pairs: Sequence[analysis.ObjectivePair], seeds: str, pat
     solvers = sorted({s for pair in pairs for s in pair.jaccard})
     columns = [f"{p.model}\nk={p.k}: {p.objectives[0]} vs {p.objectives[1]}" for p in pairs]
     matrix = np.array([[pair.jaccard.get(s, np.nan) for pair in pairs] for s in solvers])
-    figure, axis = plt.subplots(figsize=(1.9 * len(pairs) + 2.5, 0.4 * len(solvers) + 2.2), layout="constrained")
+    figure, axis = plt.subplots(figsize=(max(1.9 * len(pairs) + 2.5, 6.5), 0.4 * len(solvers) + 2.4),
+                                layout="constrained")
     axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     axis.set_xticks(range(len(columns)), columns, fontsize=8)
     axis.set_yticks(range(len(solvers)), solvers, fontsize=8)
@@ -109,8 +110,8 @@ def objective_agreement(pairs: Sequence[analysis.ObjectivePair], seeds: str, pat
         if np.isfinite(value):
             axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
                       color="white" if value > 0.6 else "black")
-    return _save(figure, path, f"Does the objective change which blocks are redundant?\n"
-                               f"mean Jaccard of each solver's subsets under two objectives ({seeds}; "
+    return _save(figure, path, "Does the objective change which blocks are redundant?\n"
+                               f"mean Jaccard of each solver's subsets under two objectives\n({seeds}; "
                                "1 = same blocks, 0 = disjoint)")
 
 
@@ -118,7 +119,7 @@ def spread(cells, tables: dict[str, str], path: Path) -> Path:
     """Per cell: each solver's mean Δ as a point, the range shaded, the mean as a line, σ² noted
     (the study's Figure 3)."""
     solvers = _solvers(cells)
-    figure, axis = plt.subplots(figsize=(1.6 * len(cells) + 3.5, 4.8), layout="constrained")
+    figure, axis = plt.subplots(figsize=(max(2.2 * len(cells) + 2.5, 6.5), 5.0), layout="constrained")
     for x, (cell, runs) in enumerate(cells.items()):
         deltas = {s: analysis.mean_delta(rows) for s, rows in runs.items()}
         low, high = min(deltas.values()), max(deltas.values())
@@ -129,16 +130,13 @@ def spread(cells, tables: dict[str, str], path: Path) -> Path:
             axis.scatter(x + offset, delta, zorder=2, **_style(solvers, s))
         axis.annotate(f"σ²={analysis.inter_solver_variance(runs):.2g}", (x, high), textcoords="offset points",
                       xytext=(0, 6), ha="center", fontsize=8)
-    axis.set_xticks(range(len(cells)), [f"{p}\nk={k}" for p, k in cells], fontsize=8)
+    axis.set_xticks(range(len(cells)), [f"{p}\nk={k}\ntable {tables.get(p, '—').split(' ')[0]}" for p, k in cells],
+                    fontsize=8)
     axis.set_ylabel("mean Δ over seeds (lower is better)")
     _solver_legend(figure, solvers)
     axis.margins(y=0.15)
     seeds = analysis.seeds_label(r for runs in cells.values() for r in runs.values())
-    return _save(figure, path, f"Spread across solvers per cell ({seeds})\n{_tables_line(tables)}")
-
-
-def _tables_line(tables: dict[str, str]) -> str:
-    return textwrap.fill("tables: " + "; ".join(f"{p}: {t}" for p, t in sorted(tables.items())), 110)
+    return _save(figure, path, f"Spread across solvers per cell\n({seeds})")
 
 
 def _solver_legend(figure, solvers: Sequence[str], extra: Sequence = ()) -> None:
@@ -205,13 +203,13 @@ def interactions(landscape: analysis.Landscape, path: Path) -> Path:
     axis.set_yticks(range(0, blocks, step))
     axis.set_xlabel("block j")
     axis.set_ylabel("block i")
-    figure.colorbar(image, ax=axis, label="J_ij (red: removing both hurts more than the sum)")
+    figure.colorbar(image, ax=axis, label="J_ij  (red: the pair hurts more than its singles' sum)")
     known = np.isfinite(matrix[np.triu_indices(blocks, 1)]).sum()
     return _save(figure, path, f"Non-additivity of pairs: {landscape.problem}\n"
-                               f"{known} of {blocks * (blocks - 1) // 2} pairs; from {landscape.source}")
+                               + textwrap.fill(f"{known} of {blocks * (blocks - 1) // 2} pairs, from {landscape.source}", 70))
 
 
-def additivity(points: dict[str, list[tuple[str, float, float]]], sources: str, path: Path) -> Path:
+def additivity(points: dict[str, list[tuple[str, float, float]]], sources: dict[str, str], path: Path) -> Path:
     """Per problem: Δ(S) of each solver's subset against Σ Δ({i}), with the y = x line."""
     figure, axes = _panels(len(points), 4.8, 4.0)
     solvers = sorted({label for entries in points.values() for label, _, _ in entries})
@@ -224,7 +222,6 @@ def additivity(points: dict[str, list[tuple[str, float, float]]], sources: str, 
         axis.plot([min(values), max(values)], [min(values), max(values)], color="#888888", linestyle=":")
         axis.set_xlabel("Σ Δ({i}) over i ∈ S  (additive prediction)")
         axis.set_ylabel("Δ(S)  (measured)")
-        axis.set_title(problem, fontsize=9)
+        axis.set_title(f"{problem}\nsingles from {sources[problem]}", fontsize=8)
     _solver_legend(figure, solvers, [(Line2D([], [], color="#888888", linestyle=":"), "Δ(S) = Σ Δ({i})")])
-    return _save(figure, path, "Measured Δ(S) of every solver's subset against the sum of its singles\n"
-                               + textwrap.fill(sources, 110))
+    return _save(figure, path, "Measured Δ(S) of every solver's subset\nagainst the sum of its singles")

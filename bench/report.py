@@ -83,7 +83,7 @@ def build_report(out: Path) -> Path:
             "hurts more than the sum, blue less."))
     additivity = additivity_points(cells, landscapes)
     if additivity:
-        sources = "; ".join(f"{l.problem}: singles from {l.source}" for l in landscapes if l.problem in additivity)
+        sources = {landscape.problem: landscape.source for landscape in landscapes}
         sections.append(Section(
             "Additivity of the chosen subsets", figures.additivity(additivity, sources, target / "additivity.png"),
             "Δ(S) of each solver's subset (every seed and k) against the sum of its blocks' single-removal Δ; "
@@ -117,7 +117,7 @@ def load_landscape(problem: str, record: dict | None) -> analysis.Landscape | No
                 found, base = table.lookup(subset), table.lookup(())
                 return found.loss - base.loss if found is not None and base is not None else math.nan
 
-            return _landscape(problem, str(path), n_blocks, delta)
+            return _landscape(problem, f"table {path.name}", n_blocks, delta)
     if problem.startswith("synthetic/"):
         with problems.get(problem) as synthetic:
             return _landscape(problem, "the synthetic function", synthetic.n_blocks, synthetic.delta)

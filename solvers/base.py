@@ -27,7 +27,8 @@ class Result:
     n_evaluations: int
     wall_s: float
     trace: list[TraceEntry] = field(repr=False)
-    certified: bool = False  # true when the subset is proven optimal (exhaustive enumeration)
+    certified: bool = False  # true when the subset is proven optimal (exhaustive enumeration of measured losses)
+    n_surrogate: int = 0  # of the n_evaluations, how many a surrogate answered
 
 
 class Solver:
@@ -65,7 +66,9 @@ class Solver:
             solver=self.name, config=self.get_config(), problem=problem.name, k=k, seed=seed,
             budget=budget, subset=subset, loss=loss, delta=loss - problem.base_loss(),
             n_requests=session.requests, n_evaluations=session.evaluations,
-            wall_s=time.perf_counter() - started, trace=list(session.trace), certified=certified,
+            wall_s=time.perf_counter() - started, trace=list(session.trace),
+            # A proof over predicted losses proves nothing about the model.
+            certified=certified and session.surrogate == 0, n_surrogate=session.surrogate,
         )
 
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> bool | None:

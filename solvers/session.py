@@ -37,6 +37,7 @@ class SearchSession:
         self.k = k
         self.budget = budget
         self.requests = 0
+        self.surrogate = 0  # losses answered by a surrogate, not measured
         self.trace: list[TraceEntry] = []
         self._losses: dict[Subset, float] = {}
         self._started = time.perf_counter()
@@ -60,6 +61,7 @@ class SearchSession:
         if allowed:
             for evaluation in self.problem.evaluate(allowed):
                 self._losses[evaluation.subset] = evaluation.loss
+                self.surrogate += evaluation.source == "surrogate"
                 self.trace.append(TraceEntry(evaluation.subset, evaluation.loss, self.evaluations,
                                              time.perf_counter() - self._started))
         if len(allowed) < len(new):

@@ -88,3 +88,20 @@ def test_surrogate_replay_marks_counts_and_never_stores(tmp_path):
         assert oracle.counters.as_dict() == {"requests": 2, "hits": 1, "evaluations": 0, "surrogate": 1, "cost_s": 0.0}
         assert len(table) == len(subsets)
     assert path.read_bytes() == before
+
+
+def test_exact_over_surrogate_answers_is_not_certified(tmp_path):
+    from problems.problem import Problem
+    from solvers import get
+
+    truth = function("quadratic")
+    path = tmp_path / "pairs.h5"
+    with EvaluationTable.create(path, fingerprint="surrogate-test", n_blocks=N, n_samples=1, spec={}) as table:
+        table.append([Evaluation(s, float(loss), None, 0.1, "live")
+                      for s, loss in zip(up_to_pairs(), truth.losses(up_to_pairs()))])
+    with EvaluationTable.open(path) as table:
+        problem = Problem("pairs", N, ReplayOracle(table, on_miss="surrogate"), "pairs and a surrogate")
+        at_two = get("exact").solve(problem, 2)
+        at_three = get("exact").solve(problem, 3)
+    assert at_two.certified and at_two.n_surrogate == 0
+    assert not at_three.certified and at_three.n_surrogate == len(list(itertools.combinations(range(N), 3)))

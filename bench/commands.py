@@ -91,7 +91,7 @@ def evaluate(args: Namespace) -> int:
             print(f"{subset:<24} {row['loss']:>10.5f} {row['base_loss']:>10.5f} {row['delta']:>10.5f}  "
                   f"{row['source']:<9} {row['cost_s']:>7.2f}")
         print(f"requests {counters.requests}, table hits {counters.hits}, new evaluations {counters.evaluations}, "
-              f"{counters.cost_s:.1f} s evaluating")
+              f"surrogate answers {counters.surrogate}, {counters.cost_s:.1f} s evaluating")
     return 0
 
 

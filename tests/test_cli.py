@@ -1,6 +1,7 @@
 """Bad input on the command line: one line on stderr, exit code 2, no table touched."""
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -148,3 +149,39 @@ def test_list_shows_problems_and_solvers_with_their_defaults(capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
     assert "smollm2-135m/ppl" in out and "greedy     barriers=False" in out
+
+
+def test_all_of_size_evaluates_every_subset_of_those_sizes(capsys):
+    code, out, _ = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N6-seed0", "--all-of-size", "0", "2",
+                       "--json")
+    assert code == 0
+    assert sorted(len(json.loads(line)["subset"]) for line in out.splitlines()) == [0] + [2] * 15
+
+
+@pytest.mark.parametrize("size, fragment", [("7", "out of range"), ("-1", "out of range")])
+def test_all_of_size_out_of_range_is_one_line(capsys, size, fragment):
+    code, _, err = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N6-seed0", "--all-of-size", size)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_all_of_size_refuses_an_enumeration_too_large(capsys, table_directory):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--all-of-size", "15")
+    assert_one_line_error(code, err, "155,117,520 subsets")
+    assert not table_directory.exists()
+
+
+def test_surrogate_replay_answers_misses_without_a_model(capsys, monkeypatch):
+    monkeypatch.delenv("DEPTHBENCH_TABLES")
+    code, out, _ = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--oracle", "replay", "--on-miss",
+                       "surrogate", "--subset", "17,18", "--subset", "3,9,14,20,25,28,29", "--json")
+    assert code == 0
+    pair, large = map(json.loads, out.splitlines())
+    assert (pair["source"], large["source"]) == ("table", "surrogate")
+    assert large["delta"] > pair["delta"] > 0
+
+
+def test_table_info_prints_the_surrogate_error_line(capsys):
+    from problems.model_oracles import REPO_TABLES
+
+    code, out, _ = run(capsys, "table", "info", str(next(REPO_TABLES.glob("*.h5"))))
+    assert code == 0 and "\nsurrogate    " in out

@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--budget", nargs="+", metavar="N|SOLVER=N",
-                     help="maximum unique evaluations of every cell (N) or of one solver's cells (e.g. random=100 "
-                          "evopress=100); default: none, except that random and evopress get the mean the other "
-                          "solvers used")
+                     help="maximum unique evaluations of every cell (N) or of one solver's cells (e.g. bo=50); "
+                          "default: none, except random=100 evopress=100; 'matched' gives random and evopress "
+                          "the mean the other solvers used")
     run.add_argument("--out", type=Path, default=Path("results/default"), help="default results/default")
     run.set_defaults(handler=lambda a: _commands().run(a))
 

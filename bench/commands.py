@@ -138,7 +138,7 @@ def run(args: Namespace) -> int:
     from bench.runner import Grid, leaderboard, run_grid
 
     names = solvers.names() if args.solvers == "all" else [n.strip() for n in args.solvers.split(",") if n.strip()]
-    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget))
+    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
     rows, ran = run_grid(
         grid, args.out,
         lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
@@ -159,19 +159,24 @@ def report(args: Namespace) -> int:
     return 0
 
 
-def parse_budget(words: list[str] | None) -> int | dict[str, int] | None:
-    """`--budget 50` → 50; `--budget random=100 evopress=100` → {"random": 100, "evopress": 100}."""
+def parse_budget(words: list[str] | None, names: list[str]) -> int | dict[str, int | str] | None:
+    """`--budget 50` → 50; `--budget random=100 evopress=matched` → {"random": 100, "evopress":
+    "matched"}; `--budget matched` → "matched" for the grid's random and evopress."""
+    from bench.runner import MATCHED_BUDGET
+
     if not words:
         return None
+    if words == ["matched"]:
+        return {name: "matched" for name in MATCHED_BUDGET if name in names}
     try:
         if len(words) == 1 and "=" not in words[0]:
             return int(words[0])
         pairs = [word.split("=", 1) for word in words]
         if any(len(pair) != 2 for pair in pairs):
             raise ValueError
-        return {name.strip(): int(value) for name, value in pairs}
+        return {name.strip(): value if value == "matched" else int(value) for name, value in pairs}
     except ValueError:
-        raise BadInput(f"--budget takes N or SOLVER=N ..., got {' '.join(words)}") from None
+        raise BadInput(f"--budget takes N, matched, or SOLVER=N|matched ..., got {' '.join(words)}") from None
 
 
 def leaderboard(args: Namespace) -> int:

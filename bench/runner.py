@@ -1,14 +1,15 @@
 """The grid runner: problems × k × solvers × seeds, one problem object (so one shared memo and
 table) per problem, one results row per cell appended as soon as the cell ends.
 
-Random under the same budget: `random` and `evopress` get `--budget` when it is given (for every
-solver, or per solver as NAME=N), otherwise
-the mean number of unique evaluations the other solvers of the grid used in the same (problem,
-k) group, computed after those ran (their own defaults when no other solver is in the grid).
-Every other solver runs with its `--budget` or with no budget.
+Budgets (unique evaluations): `--budget N` caps every cell; `--budget NAME=N ...` one solver's
+cells. Unless given, `random` and `evopress` get DEFAULT_BUDGETS (100: the budget the shipped
+tables were built with, so the default grid replays without a miss) and every other solver
+none. `--budget matched` (or `random=matched`) gives random and evopress the mean number of
+unique evaluations the other solvers of the grid used in the same (problem, k), computed after
+those ran: random search under the same budget as the rest.
 
 Resuming: a cell is identified by (problem, k, solver, seed, solver config, budget rule), where
-the budget rule is the `--budget` value, "matched" or None; cells already in OUT/results.jsonl
+the budget rule is the cell's budget, "matched" or None; cells already in OUT/results.jsonl
 are skipped. After the grid every row gets the best-known Δ of its (problem, k) (the minimum over
 all rows, and the Δ of a certified exact result if there is one), its gap to it and its score
 normalised against random search (see `bench.metrics.normalised_score`)."""
@@ -33,6 +34,7 @@ from bench.metrics import best_so_far, gap, normalised_score
 from oracle.errors import BadInput
 
 MATCHED_BUDGET = ("random", "evopress")
+DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
 NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ|
 RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
 CSV_COLUMNS = (
@@ -48,15 +50,19 @@ class Grid:
     ks: Sequence[int]
     solvers: Sequence[str]
     seeds: Sequence[int]
-    budget: int | dict[str, int] | None = None  # every cell's, or per solver name
+    budget: int | dict[str, int | str] | None = None  # every cell's, or per solver name (N or "matched")
 
     def check(self) -> None:
         """Refuse bad input before any problem or table is opened."""
         for name in self.solvers:
             solvers.get(name)
         budgets = self.budget.values() if isinstance(self.budget, dict) else [self.budget]
-        if any(budget is not None and budget < 1 for budget in budgets):
+        if any(budget != "matched" and budget is not None and budget < 1 for budget in budgets):
             raise BadInput(f"--budget must be at least 1, got {self.budget}")
+        matched = [name for name, budget in (self.budget.items() if isinstance(self.budget, dict) else [])
+                   if budget == "matched" and name not in MATCHED_BUDGET]
+        if matched:
+            raise BadInput(f"only {' and '.join(MATCHED_BUDGET)} take a matched budget, not {', '.join(matched)}")
         unknown = set(self.budget) - set(self.solvers) if isinstance(self.budget, dict) else set()
         if unknown:
             raise BadInput(f"--budget names solvers not in the grid: {', '.join(sorted(unknown))}")
@@ -67,10 +73,9 @@ class Grid:
                     raise BadInput(f"k={k} is out of range 1..{n_blocks - 1} for {name}")
 
     def budget_rule(self, solver: str) -> int | str | None:
-        budget = self.budget.get(solver) if isinstance(self.budget, dict) else self.budget
-        if budget is not None:
-            return budget
-        return "matched" if solver in MATCHED_BUDGET else None
+        if isinstance(self.budget, int):
+            return self.budget
+        return (self.budget or {}).get(solver, DEFAULT_BUDGETS.get(solver))
 
     def cells(self) -> list[tuple[str, int, str, int]]:
         """Every (problem, k, solver, seed), matched-budget solvers last in each (problem, k)."""

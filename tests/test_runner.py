@@ -47,9 +47,17 @@ def test_run_writes_one_row_per_cell(capsys, tmp_path):
     assert "6 cells run" in stdout and "exact" in stdout
 
 
-def test_random_gets_the_mean_budget_of_the_others(capsys, tmp_path):
+def test_random_gets_a_default_budget_of_100(capsys, tmp_path):
     out = tmp_path / "out"
-    run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))
+    run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    rules = {r["solver"]: (r["budget"], r["budget_rule"], r["n_evaluations"]) for r in rows_of(out)}
+    assert rules["random"] == (100, 100, 100)
+    assert rules["greedy"][:2] == (None, None)
+
+
+def test_matched_budget_gives_random_the_mean_of_the_others(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "1", "--budget", "matched", "--out", str(out))
     rows = rows_of(out)
     others = [r["n_evaluations"] for r in rows if r["solver"] != "random"]
     for row in (r for r in rows if r["solver"] == "random"):
@@ -121,6 +129,7 @@ def test_torn_last_line_is_rerun(capsys, tmp_path):
         (["--problem", "nosuch/ppl"], "nosuch/ppl"),
         (["--budget", "0"], "budget"),
         (["--budget", "random=x"], "--budget takes"),
+        (["--budget", "greedy=matched"], "matched budget, not greedy"),
         (["--budget", "10", "random=5"], "--budget takes"),
         (["--budget", "beam=5"], "not in the grid: beam"),
     ],

@@ -67,6 +67,7 @@ def test_holdout_error_is_measured_on_unseen_subsets_of_size_at_least_four():
     assert error.held_out == round(0.2 * large) and error.fitted_on == len(subsets) - error.held_out
     assert 0 < error.mae < 0.1 * np.ptp(losses)
     assert error.spearman > 0.8
+    assert error.mae < error.second_order_mae  # the larger subsets taught it the run terms
     assert error.best_of_candidates > 2 / CANDIDATES
     assert "MAE" in error.line() and "Spearman" in error.line()
     assert holdout_error(masks_of(up_to_pairs(), N), truth.losses(up_to_pairs())) is None

@@ -104,13 +104,13 @@ def inter_solver_variance(runs: dict[str, list[dict]]) -> float:
 
 
 def anytime_curve(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds of the best Δ found after each number of evaluations, from the points
-    where every seed has found some k-subset up to the largest number of evaluations."""
+    """Mean over seeds of the best Δ found after each number of evaluations, from the point
+    where every seed has found some k-subset up to the most unique evaluations a seed used."""
     traces = [row.get("trace") or [] for row in rows]
     if not all(traces):
         return np.array([]), np.array([])
     start = max(trace[0][0] for trace in traces)
-    end = max(max(trace[-1][0] for trace in traces), start)
+    end = max([start] + [trace[-1][0] for trace in traces] + [row.get("n_evaluations", 0) for row in rows])
     grid = np.array(sorted({start, end} | {point[0] for trace in traces for point in trace if point[0] >= start}))
     curves = []
     for trace in traces:

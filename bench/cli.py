@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
     run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl", "smollm2-135m/margin"],
                      help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
-    run.add_argument("--k", nargs="+", type=int, default=[2], help="blocks to remove (default 2)")
-    run.add_argument("--solvers", default="all", help="all (default) or names, e.g. greedy,random,exact")
+    run.add_argument("--k", nargs="+", type=int, default=[4], help="blocks to remove (default 4)")
+    run.add_argument("--solvers", default="panel",
+                     help="panel (default: every solver but exact, which would enumerate every k-subset), all, "
+                          "or names, e.g. greedy,random,exact")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
     run.add_argument("--oracle", choices=("live", "replay"), default="replay")
     run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")

@@ -137,7 +137,8 @@ def solve(args: Namespace) -> int:
 def run(args: Namespace) -> int:
     from bench.runner import Grid, leaderboard, run_grid
 
-    names = solvers.names() if args.solvers == "all" else [n.strip() for n in args.solvers.split(",") if n.strip()]
+    groups = {"all": solvers.names(), "panel": [name for name in solvers.names() if name != "exact"]}
+    names = groups.get(args.solvers) or [n.strip() for n in args.solvers.split(",") if n.strip()]
     grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
     rows, ran = run_grid(
         grid, args.out,

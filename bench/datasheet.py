@@ -81,9 +81,10 @@ def render(directory: Path) -> str:
                   f"    python -m bench table verify surrogate_tables/{path.name} --rows 10", "",
                   "Rebuild or extend (every command is resumable: the table is the checkpoint):", "",
                   f"    python -m bench evaluate --problem {spec['name']} --all-of-size 0 1 2 --batch-size 60",
-                  f"    python -m bench run --oracle live --problem {spec['name']} --k 4 6 8 --solvers "
-                  "oneshot,greedy,beam,ga,bo,cbo,fbs,random,evopress --budget random=100 evopress=100 "
-                  f"--out results/build-{spec['objective']['name']}", ""]
+                  f"    python -m bench run --oracle live --problem {spec['name']} --k 4 6 8 "
+                  f"--out results/build-{spec['objective']['name']}", "",
+                  "(the second is the default panel, seeds 0 1 2, random and evopress at 100 evaluations: "
+                  "the subsets `python -m bench run` requests)", ""]
     return "\n".join(lines)
 
 

@@ -57,11 +57,11 @@ def test_inter_solver_variance_is_population_variance_of_means():
 
 
 def test_anytime_curve_averages_seeds_from_where_all_have_a_value():
-    rows = [row("ga", 0, (1, 2), 0.1, trace=[[2, 0.5], [5, 0.1]]),
-            row("ga", 1, (1, 2), 0.2, trace=[[3, 0.4], [4, 0.2]])]
+    rows = [row("ga", 0, (1, 2), 0.1, evaluations=5, trace=[[2, 0.5], [5, 0.1]]),
+            row("ga", 1, (1, 2), 0.2, evaluations=9, trace=[[3, 0.4], [4, 0.2]])]
     evaluations, best = analysis.anytime_curve(rows)
-    assert evaluations.tolist() == [3, 4, 5]
-    assert best.tolist() == pytest.approx([0.45, 0.35, 0.15])
+    assert evaluations.tolist() == [3, 4, 5, 9]  # to the last evaluation, not the last improvement
+    assert best.tolist() == pytest.approx([0.45, 0.35, 0.15, 0.15])
     assert [len(part) for part in analysis.anytime_curve([row("x", 0, (), 0, trace=[])])] == [0, 0]
 
 

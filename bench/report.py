@@ -112,10 +112,12 @@ def load_landscape(problem: str, record: dict | None) -> analysis.Landscape | No
 
         with EvaluationTable.open(path, mode="r") as table:
             n_blocks = table.info()["n_blocks"]
+            empty = table.lookup(())
+            base = empty.loss if empty is not None else math.nan
 
             def delta(subset):
-                found, base = table.lookup(subset), table.lookup(())
-                return found.loss - base.loss if found is not None and base is not None else math.nan
+                found = table.lookup(subset)
+                return found.loss - base if found is not None else math.nan
 
             return _landscape(problem, f"table {path.name}", n_blocks, delta)
     if problem.startswith("synthetic/"):

@@ -111,7 +111,7 @@ def load_landscape(problem: str, record: dict | None) -> analysis.Landscape | No
         from oracle.table import EvaluationTable
 
         with EvaluationTable.open(path, mode="r") as table:
-            n_blocks = table.info()["n_blocks"]
+            n_blocks = table.n_blocks
             empty = table.lookup(())
             base = empty.loss if empty is not None else math.nan
 

@@ -181,13 +181,13 @@ def parse_budget(words: list[str] | None, names: list[str]) -> int | dict[str, i
 
 
 def leaderboard(args: Namespace) -> int:
+    from bench.runner import annotate, read_rows
     from bench.runner import leaderboard as render
-    from bench.runner import read_rows
 
     missing = [str(path) for path in args.out if not (path / "results.jsonl").exists()]
     if missing:
         raise BadInput(f"no results.jsonl in {', '.join(missing)}")
-    print(render(read_rows(args.out)))
+    print(render(annotate(read_rows(args.out))))
     return 0
 
 

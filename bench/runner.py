@@ -269,8 +269,7 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
     """Per (problem, k): best-known and certified Δ, and per solver the seeds, mean Δ, mean gap,
     mean normalised score, mean unique evaluations and wall seconds, sorted by mean Δ; `cheapest`
     is the solver with the fewest mean evaluations among those whose mean Δ is within 0.5% of
-    |best-known Δ| of the best-known Δ."""
-    rows = annotate(rows)
+    |best-known Δ| of the best-known Δ. `rows` are annotated (see `annotate`)."""
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         groups[row["problem"], row["k"]][row["solver"]].append(row)
@@ -301,7 +300,7 @@ LEADERBOARD_LEGEND = ("score: (mean Δ of random − Δ)/(mean Δ of random − 
 
 
 def leaderboard(rows: list[dict]) -> str:
-    """The leaderboard as text (see `leaderboard_cells`)."""
+    """The leaderboard of annotated rows as text (see `leaderboard_cells`)."""
     lines = []
     for cell in leaderboard_cells(rows):
         lines.append(f"{cell['problem']}, k={cell['k']}: best-known Δ {cell['best']:.5f}"

@@ -41,7 +41,10 @@ class FlopCounter:
 
 
 class BlockRunner:
-    def __init__(self, model: Any, head_chunk: int = 2048):
+    # 256 rows of logits (50 MB for a 49k vocabulary) stay cache-friendly: on SmolLM2-135M's
+    # 2,032 scored tokens the head takes ~1.4 s in chunks of 256 against 1.6–2.6 s in one chunk
+    # of 2,048, with bit-identical log-probabilities.
+    def __init__(self, model: Any, head_chunk: int = 256):
         backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         if not isinstance(getattr(backbone, "layers", None), torch.nn.ModuleList):
             raise BadInput(f"{type(model).__name__}: blocks are not a ModuleList at model.model.layers")

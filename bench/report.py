@@ -99,8 +99,11 @@ def build_report(out: Path) -> Path:
 def table_label(record: dict | None) -> str:
     if not record or not record.get("fingerprint"):
         return "none (computed on the fly)"
-    path = record.get("path")
-    return f"{record['fingerprint'][:16]}" + (f" ({Path(path).name})" if path else " (computed, no table)")
+    fingerprint, path = record["fingerprint"][:16], record.get("path")
+    if not path:
+        return f"{fingerprint} (computed, no table)"
+    name = Path(path).name
+    return name if fingerprint in name else f"{fingerprint} ({name})"  # shipped names carry it
 
 
 def load_landscape(problem: str, record: dict | None) -> analysis.Landscape | None:

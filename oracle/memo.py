@@ -15,7 +15,6 @@ import numpy as np
 from oracle.errors import BadInput, FingerprintMismatch, TableError, TableMiss
 from oracle.evaluation import Evaluation, Oracle, OracleCounters
 from oracle.subset import Subset
-from oracle.surrogate import Surrogate
 from oracle.table import EvaluationTable
 
 ON_MISS = ("strict", "live", "surrogate")
@@ -72,7 +71,7 @@ class ReplayOracle:
         self.n_blocks = table.n_blocks
         self.fingerprint = table.fingerprint
         self.counters = OracleCounters()
-        self._surrogate: Surrogate | None = None
+        self._surrogate = None
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         """L(S) of each subset, in request order."""
@@ -81,7 +80,9 @@ class ReplayOracle:
         return _serve(self.table, subsets, self.counters, evaluate_misses)
 
     def _predict(self, misses: Sequence[Subset]) -> list[Evaluation]:
-        if self._surrogate is None:  # fitted on the first miss: a replay without misses never pays for it
+        if self._surrogate is None:  # fitted (and scikit-learn imported) on the first miss only
+            from oracle.surrogate import Surrogate
+
             self._surrogate = Surrogate.from_table(self.table)
         return self._surrogate.evaluate(misses)
 

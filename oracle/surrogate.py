@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import LinearRegression, RidgeCV
 
 from oracle.evaluation import Evaluation
 from oracle.subset import Subset
@@ -74,12 +74,12 @@ def masks_of(subsets: Sequence[Subset], n_blocks: int) -> np.ndarray:
 
 class Surrogate:
     """L(S) predicted from the table rows it was fitted on, in two stages: a second-order ridge
-    model fitted on ∅, the singles and the pairs (on every row when the table lacks some
-    singles), then a ridge model of every row's residual on the correction features. The
+    model fitted on ∅, the singles and the pairs (on every row when the table lacks some of
+    them), then a ridge model of every row's residual on the correction features. The
     second-order part is thus the table's exact expansion, not a compromise bent by larger
     subsets, and what larger subsets add is learned as a correction. The correction is fitted on
-    every row, not only the larger subsets: the near-zero residuals of the singles and pairs keep
-    it from disturbing the exact part where the table already knows the answer."""
+    every row, not only the larger subsets: the zero residuals of the singles and pairs hold it
+    near zero where the table already knows the answer."""
 
     def __init__(self, masks: np.ndarray, losses: np.ndarray):
         masks, losses = np.asarray(masks, dtype=bool), np.asarray(losses, dtype=float)
@@ -89,11 +89,16 @@ class Surrogate:
         masks, losses = masks[finite], losses[finite]
         self.n_blocks = masks.shape[1]
         self.n_rows = len(losses)
-        sizes = masks.sum(axis=1)
-        small = sizes <= 2
-        all_singles = masks[sizes == 1].any(axis=0).all()
-        first = small if all_singles else np.ones_like(small)
-        self.second_order = RidgeCV(alphas=ALPHAS).fit(quadratic_features(masks[first]), losses[first])
+        small = masks.sum(axis=1) <= 2
+        # ∅, every single and every pair: as many rows as second-order terms, so least squares
+        # interpolates them: the exact expansion L(∅) + Σ Δ_i + Σ J_ij. Otherwise a ridge fit
+        # on every row stands in for it.
+        n_terms = 1 + self.n_blocks * (self.n_blocks + 1) // 2
+        self.exact_second_order = len(np.unique(masks[small], axis=0)) == n_terms
+        if self.exact_second_order:
+            self.second_order = LinearRegression().fit(quadratic_features(masks[small]), losses[small])
+        else:
+            self.second_order = RidgeCV(alphas=ALPHAS).fit(quadratic_features(masks), losses)
         residuals = losses - self.second_order.predict(quadratic_features(masks))
         self.correction = RidgeCV(alphas=ALPHAS).fit(correction_features(masks), residuals)
 
@@ -103,8 +108,9 @@ class Surrogate:
         return cls(arrays["removed"], arrays["loss"])
 
     @property
-    def alphas(self) -> tuple[float, float]:
-        return float(self.second_order.alpha_), float(self.correction.alpha_)
+    def penalties(self) -> str:
+        first = "exact" if self.exact_second_order else f"ridge α {self.second_order.alpha_:.2g}"
+        return f"second-order stage {first}, correction ridge α {self.correction.alpha_:.2g}"
 
     def predict(self, subsets: Sequence[Subset]) -> np.ndarray:
         return self.predict_masks(masks_of(subsets, self.n_blocks))
@@ -124,13 +130,13 @@ class HoldoutError:
     mae: float
     spearman: float
     best_of_candidates: float  # share of draws where the surrogate's best of CANDIDATES is the true best
-    alphas: tuple[float, float]  # ridge penalties chosen for the second-order and the correction stage
+    penalties: str  # how each stage was fitted (see `Surrogate.penalties`)
     second_order_mae: float  # the same figures for the second-order stage alone
     second_order_spearman: float
 
     def line(self) -> str:
         return (f"held out {self.held_out} random subsets of size ≥ {HOLDOUT_MIN_SIZE} ({HOLDOUT_FRACTION:.0%}), "
-                f"fitted on the other {self.fitted_on} rows (ridge α {self.alphas[0]:.2g}, {self.alphas[1]:.2g}): MAE {self.mae:.4f}, "
+                f"fitted on the other {self.fitted_on} rows ({self.penalties}): MAE {self.mae:.4f}, "
                 f"Spearman ρ {self.spearman:.3f}, " + self._candidates_text()
                 + f"; the second-order stage alone: MAE {self.second_order_mae:.4f}, "
                   f"Spearman ρ {self.second_order_spearman:.3f}")
@@ -160,7 +166,7 @@ def holdout_error(masks: np.ndarray, losses: np.ndarray, seed: int = 0) -> Holdo
     return HoldoutError(held_out=count, fitted_on=surrogate.n_rows, mae=float(np.mean(np.abs(predicted - truth))),
                         spearman=float(spearmanr(predicted, truth).statistic),
                         best_of_candidates=best_of_candidates(masks[held].sum(axis=1), predicted, truth, rng),
-                        alphas=surrogate.alphas, second_order_mae=float(np.mean(np.abs(second_order - truth))),
+                        penalties=surrogate.penalties, second_order_mae=float(np.mean(np.abs(second_order - truth))),
                         second_order_spearman=float(spearmanr(second_order, truth).statistic))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from oracle.evaluation import Evaluation
 from oracle.memo import ReplayOracle
-from oracle.surrogate import CANDIDATES, Surrogate, holdout_error, masks_of, run_features
+from oracle.surrogate import CANDIDATES, Surrogate, holdout_error, masks_of, quadratic_features, run_features
 from oracle.table import EvaluationTable
 from problems.synthetic import SyntheticFunction, SyntheticSpec
 
@@ -44,6 +44,24 @@ def test_second_order_truth_is_recovered_from_singles_and_pairs():
     error = np.abs(surrogate.predict(larger) - truth.losses(larger))
     spread = np.ptp(truth.losses(larger))
     assert error.max() < 0.02 * spread
+
+
+def test_second_order_stage_interpolates_the_singles_and_pairs_of_any_function():
+    """Not quadratic and noisy: the stage is still the exact expansion L(∅) + Σ Δ_i + Σ J_ij, so
+    it returns every fitted single and pair as measured; without every pair it falls back to
+    ridge, which does not."""
+    rng = np.random.default_rng(4)
+    subsets = up_to_pairs()
+    truth = function("higher-order").losses(subsets) + rng.normal(0, 0.05, len(subsets))
+    extra = random_subsets(5, 100, seed=6)
+    masks = masks_of(subsets + extra, N)
+    losses = np.concatenate([truth, function("higher-order").losses(extra)])
+    surrogate = Surrogate(masks, losses)
+    assert surrogate.exact_second_order and "exact" in surrogate.penalties
+    stage = surrogate.second_order.predict(quadratic_features(masks_of(subsets, N)))
+    assert np.abs(stage - truth).max() < 1e-9
+    partial = Surrogate(masks[1:], losses[1:])  # ∅ missing
+    assert not partial.exact_second_order and "ridge α" in partial.penalties
 
 
 def test_larger_subsets_teach_what_pairs_cannot():

@@ -71,11 +71,13 @@ class ObjectivePair:
 
 def across_objectives(cells: dict[Cell, dict[str, list[dict]]]) -> list[ObjectivePair]:
     """For each model and k with more than one objective and each pair of its objectives: how far
-    each solver's subsets agree, and how well the solvers' rankings agree."""
+    each solver's subsets agree, and how well the solvers' rankings agree. Synthetic functions
+    share no model, so they are never paired."""
     by_model: dict[tuple[str, int], dict[str, dict[str, list[dict]]]] = defaultdict(dict)
     for (problem, k), runs in cells.items():
         model, objective = split_problem(problem)
-        by_model[model, k][objective] = runs
+        if model != "synthetic":
+            by_model[model, k][objective] = runs
     pairs = []
     for (model, k), objectives in sorted(by_model.items()):
         for first, second in itertools.combinations(sorted(objectives), 2):

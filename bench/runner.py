@@ -112,7 +112,7 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
                 tables[name] = table_record(problem)
                 for _, k, solver, seed in cells:
                     budget = cell_budget(grid, rows, name, k, solver)
-                    row = run_cell(problem, k, solver, seed, budget, grid.budget_rule(solver))
+                    row = run_cell(name, problem, k, solver, seed, budget, grid.budget_rule(solver))
                     results.write(json.dumps(row) + "\n")
                     results.flush()
                     rows.append(row)
@@ -129,8 +129,9 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     return rows, done
 
 
-def run_cell(problem, k: int, solver_name: str, seed: int, budget: int | None, budget_rule) -> dict:
-    """One solver run; oracle figures are the problem oracle's counters spent during it."""
+def run_cell(name: str, problem, k: int, solver_name: str, seed: int, budget: int | None, budget_rule) -> dict:
+    """One solver run on the problem the grid calls `name` (the row's key, also for a registered
+    alias of another problem); oracle figures are the problem oracle's counters spent during it."""
     counters = problem.oracle.counters
     before = counters.as_dict()
     result = solvers.get(solver_name).solve(problem, k, budget=budget, seed=seed)
@@ -138,7 +139,7 @@ def run_cell(problem, k: int, solver_name: str, seed: int, budget: int | None, b
     base_loss = result.loss - result.delta
     trace = best_so_far((entry.evaluations, entry.loss - base_loss) for entry in result.trace if len(entry.subset) == k)
     return {
-        "problem": result.problem, "k": k, "solver": solver_name, "seed": seed,
+        "problem": name, "k": k, "solver": solver_name, "seed": seed,
         "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
         "n_evaluations": result.n_evaluations, "n_requests": result.n_requests, "wall_s": result.wall_s,
         "oracle_s": spent["cost_s"], "new_evaluations": spent["evaluations"], "table_hits": spent["hits"],
@@ -171,7 +172,8 @@ def annotate(rows: list[dict]) -> list[dict]:
     annotated = []
     for row in rows:
         group = groups[row["problem"], row["k"]]
-        best = min(r["delta"] for r in group)
+        # A NaN Δ (a broken model) would make min() depend on row order.
+        best = min((r["delta"] for r in group if math.isfinite(r["delta"])), default=math.nan)
         certified = [r["delta"] for r in group if r["certified"]]
         random = [r["delta"] for r in group if r["solver"] == "random"]
         random_mean = sum(random) / len(random) if random else math.nan
@@ -275,8 +277,8 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
         groups[row["problem"], row["k"]][row["solver"]].append(row)
     cells = []
     for (problem, k), by_solver in sorted(groups.items()):
-        best = min(row["delta"] for runs in by_solver.values() for row in runs)
-        certified = [row["delta"] for runs in by_solver.values() for row in runs if row["certified"]]
+        first = next(iter(by_solver.values()))[0]
+        best, certified = first["best_delta"], first["certified_delta"]
         stats = []
         for solver, runs in by_solver.items():
             scores = [row["score"] for row in runs if row["score"] is not None]
@@ -289,7 +291,7 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
             })
         stats.sort(key=lambda s: (s["delta"], s["evaluations"]))
         near = [s for s in stats if s["delta"] - best <= NEAR_BEST * abs(best)]
-        cells.append({"problem": problem, "k": k, "best": best, "certified": min(certified) if certified else None,
+        cells.append({"problem": problem, "k": k, "best": best, "certified": certified,
                       "stats": stats, "cheapest": min(near, key=lambda s: s["evaluations"])["solver"] if near else None})
     return cells
 

@@ -45,9 +45,10 @@ def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
     for size in sizes:
         if not 0 <= size < n_blocks:
             raise BadInput(f"--all-of-size {size} is out of range 0..{n_blocks - 1}")
-        if math.comb(n_blocks, size) > MAX_ENUMERATED:
-            raise BadInput(f"--all-of-size {size} means {math.comb(n_blocks, size):,} subsets; "
-                           f"at most {MAX_ENUMERATED:,} at once")
+    total = sum(math.comb(n_blocks, size) for size in set(sizes))
+    if total > MAX_ENUMERATED:
+        raise BadInput(f"--all-of-size {' '.join(map(str, sizes))} means {total:,} subsets; "
+                       f"at most {MAX_ENUMERATED:,} at once")
     enumerated = [subset for size in sizes for subset in itertools.combinations(range(n_blocks), size)]
     if args.subsets_file:
         try:

@@ -41,13 +41,13 @@ def build_report(out: Path) -> Path:
     if not rows:
         raise BadInput(f"{out / RESULTS} holds no results")
     environment = json.loads((out / ENVIRONMENT).read_text()) if (out / ENVIRONMENT).exists() else {}
-    target = out / REPORT_DIR
-    target.mkdir(parents=True, exist_ok=True)
     cells = analysis.by_cell(rows)
     names = sorted({problem for problem, _ in cells})
     table_records = environment.get("tables", {})
     tables = {name: table_label(table_records.get(name)) for name in names}
-    n_blocks = {name: problems.block_count(name) for name in names}
+    n_blocks = {name: problems.block_count(name) for name in names}  # an unknown problem stops here
+    target = out / REPORT_DIR
+    target.mkdir(parents=True, exist_ok=True)
     landscapes = [landscape for name in names if (landscape := load_landscape(name, table_records.get(name)))]
     pairs = analysis.across_objectives(cells)
     seeds = analysis.seeds_label(runs for by_solver in cells.values() for runs in by_solver.values())

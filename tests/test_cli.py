@@ -167,6 +167,8 @@ def test_all_of_size_out_of_range_is_one_line(capsys, size, fragment):
 def test_all_of_size_refuses_an_enumeration_too_large(capsys, table_directory):
     code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--all-of-size", "15")
     assert_one_line_error(code, err, "155,117,520 subsets")
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--all-of-size", "6", "24")
+    assert_one_line_error(code, err, "1,187,550 subsets")  # each size alone is under the limit, together not
     assert not table_directory.exists()
 
 

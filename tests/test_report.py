@@ -3,6 +3,8 @@ run directory."""
 
 import json
 
+import pytest
+
 from bench.cli import main
 from problems import registry
 from problems.synthetic import make_synthetic_problem
@@ -19,7 +21,7 @@ def test_run_writes_a_report_and_report_rebuilds_it(capsys, tmp_path):
                  "--seeds", "0", "1", "--out", str(out)]) == 0
     assert f"report {out / 'report' / 'index.html'}" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert all(r["trace"] and r["trace"][-1][1] == r["delta"] for r in rows)  # the curve ends at the result
+    assert all(r["trace"] and r["trace"][-1][1] == pytest.approx(r["delta"]) for r in rows)  # ends at the result
     for figure in FIGURES:
         (out / "report" / figure).unlink()
     assert main(["report", str(out)]) == 0
@@ -63,3 +65,14 @@ def test_report_of_a_directory_without_results_is_one_line_exit_2(capsys, tmp_pa
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results.jsonl" in err
+
+
+def test_report_naming_an_unknown_problem_is_one_line_and_writes_nothing(capsys, tmp_path):
+    row = {"problem": "nowhere-model/ppl", "k": 2, "solver": "greedy", "seed": 0, "subset": [0, 1], "loss": 1.0,
+           "delta": 0.5, "n_evaluations": 3, "n_requests": 3, "wall_s": 0.0, "certified": False, "config": {},
+           "budget_rule": None, "trace": [[3, 0.5]]}
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere-model/ppl" in err
+    assert not (tmp_path / "report").exists()

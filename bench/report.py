@@ -140,7 +140,8 @@ def _landscape(problem: str, source: str, n_blocks: int, delta) -> analysis.Land
 
 
 def additivity_points(cells, landscapes) -> dict[str, list[tuple[str, float, float]]]:
-    """problem → (solver, Σ Δ({i}), Δ(S)) of every run whose singles are all known."""
+    """problem → (solver, Σ Δ({i}), Δ(S)) of every run whose singles are all known and whose
+    Δ(S) was measured, not predicted by a surrogate."""
     by_problem = {landscape.problem: landscape for landscape in landscapes}
     points: dict[str, list[tuple[str, float, float]]] = {}
     for (problem, _), runs in cells.items():
@@ -149,9 +150,9 @@ def additivity_points(cells, landscapes) -> dict[str, list[tuple[str, float, flo
             continue
         for solver, rows in runs.items():
             for row in rows:
-                predicted = landscape.additive_prediction(row["subset"])
-                if math.isfinite(predicted):
-                    points.setdefault(problem, []).append((solver, predicted, row["delta"]))
+                additive = landscape.additive_prediction(row["subset"])
+                if math.isfinite(additive) and not row.get("predicted"):
+                    points.setdefault(problem, []).append((solver, additive, row["delta"]))
     return points
 
 

@@ -29,6 +29,7 @@ class Result:
     trace: list[TraceEntry] = field(repr=False)
     certified: bool = False  # true when the subset is proven optimal (exhaustive enumeration of measured losses)
     n_surrogate: int = 0  # of the n_evaluations, how many a surrogate answered
+    predicted: bool = False  # the returned loss is a surrogate's answer, not a measurement
 
 
 class Solver:
@@ -69,6 +70,7 @@ class Solver:
             wall_s=time.perf_counter() - started, trace=list(session.trace),
             # A proof over predicted losses proves nothing about the model.
             certified=certified and session.surrogate == 0, n_surrogate=session.surrogate,
+            predicted=subset in session.predicted,
         )
 
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> bool | None:

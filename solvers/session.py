@@ -38,6 +38,7 @@ class SearchSession:
         self.budget = budget
         self.requests = 0
         self.surrogate = 0  # losses answered by a surrogate, not measured
+        self.predicted: set[Subset] = set()  # the subsets whose loss is a surrogate's answer
         self.trace: list[TraceEntry] = []
         self._losses: dict[Subset, float] = {}
         self._started = time.perf_counter()
@@ -61,7 +62,9 @@ class SearchSession:
         if allowed:
             for evaluation in self.problem.evaluate(allowed):
                 self._losses[evaluation.subset] = evaluation.loss
-                self.surrogate += evaluation.source == "surrogate"
+                if evaluation.source == "surrogate":
+                    self.surrogate += 1
+                    self.predicted.add(evaluation.subset)
                 self.trace.append(TraceEntry(evaluation.subset, evaluation.loss, self.evaluations,
                                              time.perf_counter() - self._started))
         if len(allowed) < len(new):

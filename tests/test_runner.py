@@ -165,6 +165,9 @@ def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
     assert next(line for line in text.splitlines() if "greedy" in line).startswith("* ")
     scores = {r["solver"]: r["score"] for r in annotate(rows)}
     assert scores["exact"] == 1.0 and scores["random"] == 0.0 and scores["oneshot"] == pytest.approx(0.8)
+    optimistic = {**row("bo", 0.5, 20), "predicted": True}  # a surrogate's answer does not set the best
+    assert {r["best_delta"] for r in annotate(rows + [optimistic])} == {1.0}
+    assert {r["best_delta"] for r in annotate([optimistic])} == {0.5}  # unless nothing was measured
 
 
 @pytest.mark.skipif(not (any(REPO_TABLES.glob("smollm2-135m__ppl__*.h5"))

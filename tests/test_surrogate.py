@@ -122,5 +122,6 @@ def test_exact_over_surrogate_answers_is_not_certified(tmp_path):
         problem = Problem("pairs", N, ReplayOracle(table, on_miss="surrogate"), "pairs and a surrogate")
         at_two = get("exact").solve(problem, 2)
         at_three = get("exact").solve(problem, 3)
-    assert at_two.certified and at_two.n_surrogate == 0
+    assert at_two.certified and at_two.n_surrogate == 0 and not at_two.predicted
     assert not at_three.certified and at_three.n_surrogate == len(list(itertools.combinations(range(N), 3)))
+    assert at_three.predicted  # its loss is the surrogate's answer

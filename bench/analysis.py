@@ -138,7 +138,7 @@ class Landscape:
     """The second-order picture of one problem: Δ of every single and pair that is known."""
 
     problem: str
-    source: str  # where the values came from (a table path or "synthetic oracle")
+    source: str  # where the values came from, for the figure: "table NAME" or "the synthetic function"
     singles: np.ndarray  # Δ({i}), NaN where unknown
     pairs: np.ndarray  # Δ({i, j}), symmetric, NaN where unknown (and on the diagonal)
 

@@ -135,3 +135,13 @@ def test_bos_is_first_in_every_window_only_when_needed():
     stream = without.batches[0].input_ids.flatten().tolist()
     first = CharTokenizer()(passages()[int(np.random.default_rng(0).permutation(40)[0])])["input_ids"]
     assert stream[: len(first)] == first[: len(stream)]
+
+
+def test_lm_head_chunk_size_does_not_change_values():
+    model = tiny_model("llama")
+    chunked = ppl_oracle(model)
+    chunked.runner.head_chunk = 7  # several chunks per batch, the last one partial
+    whole = ppl_oracle(model)
+    whole.runner.head_chunk = 10_000
+    for a, b in zip(chunked.evaluate(SUBSETS), whole.evaluate(SUBSETS)):
+        np.testing.assert_array_equal(a.per_sample, b.per_sample)

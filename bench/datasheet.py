@@ -81,8 +81,8 @@ def render(directory: Path) -> str:
                          f"{'yes' if best['certified'] else 'no'} |")
         if any(best["delta"] < 0 for best in summary["best"]):
             lines += ["", "Δ(S) < 0: removing these blocks lowers the loss below the full model's on these calibration "
-                          "samples. The search selects on the very samples it is scored on, so this is an in-sample "
-                          "effect, not evidence of a better model."]
+                          "samples. The subsets were selected on the very samples they are scored on, so this holds "
+                          "for these samples only and says nothing of held-out data."]
         lines += ["", f"Surrogate (`--on-miss surrogate`): {summary['surrogate']}.", "",
                   "Verify (re-evaluates 10 random rows live and prints the largest relative difference):", "",
                   f"    python -m bench table verify surrogate_tables/{path.name} --rows 10", "",

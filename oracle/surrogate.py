@@ -39,15 +39,15 @@ def quadratic_features(masks: np.ndarray) -> np.ndarray:
     return np.hstack([x, x[:, first] * x[:, second]])
 
 
-def correction_features(masks: np.ndarray) -> np.ndarray:
-    """What the second-order expansion misses in larger subsets: x_i and x_i·x_j again (how a
+def correction_features(masks: np.ndarray, quadratic: np.ndarray) -> np.ndarray:
+    """Given the masks and their `quadratic_features`, what the second-order expansion misses in larger subsets: x_i and x_i·x_j again (how a
     block's or a pair's cost changes in company: on the margin objective this cut the hold-out
     MAE by about a third), one indicator per subset size, and the run features."""
     masks = np.asarray(masks, dtype=bool)
     sizes = masks.sum(axis=1)
     size_indicators = np.zeros((len(masks), masks.shape[1] + 1))
     size_indicators[np.arange(len(masks)), sizes] = 1.0
-    return np.hstack([quadratic_features(masks), size_indicators, run_features(masks)])
+    return np.hstack([quadratic, size_indicators, run_features(masks)])
 
 
 def run_features(masks: np.ndarray) -> np.ndarray:
@@ -95,12 +95,13 @@ class Surrogate:
         # on every row stands in for it.
         n_terms = 1 + self.n_blocks * (self.n_blocks + 1) // 2
         self.exact_second_order = len(np.unique(masks[small], axis=0)) == n_terms
+        quadratic = quadratic_features(masks)
         if self.exact_second_order:
-            self.second_order = LinearRegression().fit(quadratic_features(masks[small]), losses[small])
+            self.second_order = LinearRegression().fit(quadratic[small], losses[small])
         else:
-            self.second_order = RidgeCV(alphas=ALPHAS).fit(quadratic_features(masks), losses)
-        residuals = losses - self.second_order.predict(quadratic_features(masks))
-        self.correction = RidgeCV(alphas=ALPHAS).fit(correction_features(masks), residuals)
+            self.second_order = RidgeCV(alphas=ALPHAS).fit(quadratic, losses)
+        residuals = losses - self.second_order.predict(quadratic)
+        self.correction = RidgeCV(alphas=ALPHAS).fit(correction_features(masks, quadratic), residuals)
 
     @classmethod
     def from_table(cls, table) -> "Surrogate":
@@ -116,7 +117,8 @@ class Surrogate:
         return self.predict_masks(masks_of(subsets, self.n_blocks))
 
     def predict_masks(self, masks: np.ndarray) -> np.ndarray:
-        return self.second_order.predict(quadratic_features(masks)) + self.correction.predict(correction_features(masks))
+        quadratic = quadratic_features(masks)
+        return self.second_order.predict(quadratic) + self.correction.predict(correction_features(masks, quadratic))
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         return [Evaluation(tuple(subset), float(loss), None, 0.0, "surrogate")

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="every subset of each size K (e.g. 0 1 2 for L(∅), all singles and all pairs)")
     evaluate.add_argument("--batch-size", type=int, default=None,
                           help="evaluate and store the subsets in batches of this many (resumable; default: one batch)")
+    evaluate.add_argument("--order", choices=("given", "predicted"), default="given",
+                          help="predicted: lowest L(S) predicted by the surrogate of the problem's table first, so a "
+                               "build stopped early has the likeliest best subsets (default: as given)")
     evaluate.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     evaluate.set_defaults(handler=lambda a: _commands().evaluate(a))
 

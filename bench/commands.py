@@ -66,6 +66,8 @@ def evaluate(args: Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1, got {args.batch_size}")
     with problem_from_args(args) as problem:
+        if args.order == "predicted":
+            subsets = most_promising_first(problem, subsets)
         evaluations = evaluate_in_batches(problem, [()] + subsets, args.batch_size or len(subsets) + 1)
         counters = problem.oracle.counters
     base = evaluations[0].loss
@@ -94,6 +96,20 @@ def evaluate(args: Namespace) -> int:
         print(f"requests {counters.requests}, table hits {counters.hits}, new evaluations {counters.evaluations}, "
               f"surrogate answers {counters.surrogate}, {counters.cost_s:.1f} s evaluating")
     return 0
+
+
+def most_promising_first(problem, subsets: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The subsets by the loss the surrogate of the problem's table predicts, lowest first."""
+    from oracle.surrogate import Surrogate
+
+    table = getattr(problem.oracle, "table", None)
+    if table is None:
+        raise BadInput(f"--order predicted needs a table, and {problem.name} has none")
+    try:
+        predicted = Surrogate.from_table(table).predict(subsets)
+    except ValueError as error:
+        raise BadInput(f"--order predicted: {error} ({table.path})") from None
+    return [subsets[index] for index in np.argsort(predicted, kind="stable")]
 
 
 def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int) -> list:

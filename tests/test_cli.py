@@ -188,3 +188,19 @@ def test_table_info_prints_the_surrogate_error_line(capsys):
     code, out, _ = run(capsys, "table", "info", str(next(REPO_TABLES.glob("*.h5"))))
     line = next(line for line in out.splitlines() if line.startswith("surrogate    "))
     assert code == 0 and "MAE" in line and "Spearman ρ" in line and "second-order stage exact" in line
+
+
+def test_predicted_order_puts_the_lowest_predicted_loss_first(capsys, monkeypatch):
+    monkeypatch.delenv("DEPTHBENCH_TABLES")  # the shipped table: its pairs are predicted exactly
+    code, out, _ = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--oracle", "replay", "--order",
+                       "predicted", "--subset", "0,1", "--subset", "17,18", "--subset", "5,6", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and {row["source"] for row in rows} == {"table"}
+    assert [row["loss"] for row in rows] == sorted(row["loss"] for row in rows)
+    assert rows[0]["subset"] == [17, 18]
+
+
+def test_predicted_order_without_a_table_is_one_line(capsys, table_directory):
+    code, _, err = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N6-seed0", "--order", "predicted",
+                       "--all-of-size", "2")
+    assert_one_line_error(code, err, "needs a table")

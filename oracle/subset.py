@@ -1,5 +1,6 @@
 """Subsets of removed blocks: canonical form, validation and the packed-bit table key."""
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,12 +29,13 @@ def canonical_subset(blocks: Iterable[int], n_blocks: int, k: int | None = None)
 
 
 def parse_subset(text: str, n_blocks: int) -> Subset:
-    """Parse '3,7,12' (or '' / '-' for the empty subset) into a canonical subset."""
+    """Parse '3,7,12', '3 7 12' or '[3, 7, 12]' (or '' / '-' for the empty subset) into a
+    canonical subset."""
     text = text.strip()
     if text in ("", "-", "[]"):
         return ()
     try:
-        blocks = [int(part) for part in text.strip("[]").replace(" ", "").split(",") if part]
+        blocks = [int(part) for part in re.split(r"[,\s]+", text.strip("[]")) if part]
     except ValueError:
         raise InvalidSubset(f"cannot read subset {text!r}: expected comma-separated block indices") from None
     return canonical_subset(blocks, n_blocks)
@@ -44,12 +46,6 @@ def pack_subset(subset: Subset, n_blocks: int) -> bytes:
     mask = np.zeros(n_blocks, dtype=bool)
     mask[list(subset)] = True
     return np.packbits(mask, bitorder="little").tobytes()
-
-
-def unpack_subset(key: bytes | np.ndarray, n_blocks: int) -> Subset:
-    """Inverse of `pack_subset`."""
-    bits = np.unpackbits(np.frombuffer(bytes(key), dtype=np.uint8), bitorder="little")[:n_blocks]
-    return tuple(int(i) for i in np.flatnonzero(bits))
 
 
 def packed_width(n_blocks: int) -> int:

@@ -80,10 +80,13 @@ def problem_spec(
             raise BadInput(f"{name}: {key} must be at least 1, got {value}")
         chosen[key] = int(value)
     source = MODELS[model_name] if model is None else custom_model_source(model)
-    if bos is not None:
-        source = replace(source, needs_bos=bool(bos))
     data_file = shipped_path(DATA[objective])
     settings = {"name": objective, "seed": 0, **chosen}
+    if bos is not None and bool(bos) != source.needs_bos:
+        # BOS changes every token sequence, hence L: it enters the hashed objective settings
+        # (only when it departs from the model's own setting, so default fingerprints stand).
+        source = replace(source, needs_bos=bool(bos))
+        settings["bos"] = bool(bos)
     if objective == "margin":
         settings.update(reduce=margin_reduce or "mean", stratify_by_task=True)
     elif margin_reduce is not None:

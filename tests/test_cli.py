@@ -204,3 +204,15 @@ def test_predicted_order_without_a_table_is_one_line(capsys, table_directory):
     code, _, err = run(capsys, "evaluate", "--problem", "synthetic/quadratic-N6-seed0", "--order", "predicted",
                        "--all-of-size", "2")
     assert_one_line_error(code, err, "needs a table")
+
+
+def test_bos_against_the_model_setting_is_another_problem_with_its_own_table(capsys, monkeypatch):
+    from problems.model_problems import problem_spec
+
+    default = problem_spec("smollm2-135m/ppl")["fingerprint"]
+    assert problem_spec("smollm2-135m/ppl", bos=False)["fingerprint"] == default  # SmolLM2 adds no BOS
+    assert problem_spec("smollm2-135m/ppl", bos=True)["fingerprint"] != default
+    monkeypatch.delenv("DEPTHBENCH_TABLES")  # the shipped table must not answer a BOS request
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--bos", "--oracle", "replay",
+                       "--subset", "17")
+    assert_one_line_error(code, err, "does not exist")

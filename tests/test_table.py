@@ -16,7 +16,7 @@ import pytest
 import table_writer_worker as worker
 from oracle.errors import BadInput, FingerprintMismatch, InvalidSubset, TableError, TableLocked
 from oracle.evaluation import Evaluation
-from oracle.subset import pack_subset
+from oracle.subset import pack_subset, parse_subset
 from oracle.table import EvaluationTable, table_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -484,3 +484,13 @@ def test_a_writer_killed_at_random_moments_loses_no_finished_batch(tmp_path):
     assert process.returncode == 0 and output.splitlines()[-1] == "closed"
     assert check_table(path, worker.all_subsets()) == len(worker.all_subsets())
     assert sorted(os.listdir(tmp_path)) == ["crash.h5"]
+
+
+@pytest.mark.parametrize("text", ["3,7,12", "3 7 12", "[3, 7, 12]", " 12,3 ,7 ", "3, 7 12"])
+def test_subset_text_accepts_commas_and_spaces(text):
+    assert parse_subset(text, 30) == (3, 7, 12)
+
+
+@pytest.mark.parametrize("text", ["", "-", "[]"])
+def test_subset_text_for_the_empty_subset(text):
+    assert parse_subset(text, 30) == ()

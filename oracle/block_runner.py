@@ -58,6 +58,9 @@ class BlockRunner:
         if unsupported:
             raise BadInput(f"unsupported attention types {sorted(unsupported)} in {type(model).__name__}")
         self.sliding_window = getattr(config, "sliding_window", None)
+        # SDPA attends causally when given no mask; eager attention (Gemma-2's only one, say)
+        # attends to every position unless masked, so it always gets the mask.
+        self.causal_without_mask = getattr(model.config, "_attn_implementation", None) == "sdpa"
         self.softcap = getattr(config, "final_logit_softcapping", None)
         self.head_chunk = head_chunk
         rotary_params = inspect.signature(backbone.rotary_emb.forward).parameters
@@ -75,7 +78,7 @@ class BlockRunner:
         masks, rotary = {}, {}
         for layer_type in set(self.layer_types):
             window = self.sliding_window if layer_type == "sliding_attention" else None
-            mask = batch.attention_mask(window, self.dtype)
+            mask = batch.attention_mask(window, self.dtype, self.causal_without_mask)
             masks[layer_type] = None if mask is None else mask.to(self.device)
             if self._rotary_by_type:
                 rotary[layer_type] = self.backbone.rotary_emb(embeddings_like, batch.position_ids, layer_type)

@@ -26,10 +26,11 @@ class TokenBatch:
         """True when every row is one unpadded sequence: plain causal attention applies."""
         return bool((self.segment_ids == 0).all())
 
-    def attention_mask(self, window: int | None, dtype: torch.dtype) -> torch.Tensor | None:
-        """Additive [rows, 1, length, length] mask (None when plain causal attention is exact)."""
+    def attention_mask(self, window: int | None, dtype: torch.dtype, causal_without_mask: bool = True) -> torch.Tensor | None:
+        """Additive [rows, 1, length, length] mask; None when plain causal attention is exact and
+        the attention implementation is causal without a mask (`causal_without_mask`)."""
         length = self.input_ids.shape[1]
-        if self.plain_causal and (window is None or window >= length):
+        if causal_without_mask and self.plain_causal and (window is None or window >= length):
             return None
         query = torch.arange(length)[:, None]
         key = torch.arange(length)[None, :]

@@ -18,8 +18,9 @@ class CharTokenizer:
         return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
 
 
-def tiny_model(family: str, n_blocks: int = 6, seed: int = 0):
-    """A random model with large enough weights that every block changes the loss."""
+def tiny_model(family: str, n_blocks: int = 6, seed: int = 0, attention: str = "sdpa"):
+    """A random model with large enough weights that every block changes the loss, running the
+    `attention` implementation of transformers (sdpa or eager)."""
     from transformers import (
         Gemma3ForCausalLM,
         Gemma3TextConfig,
@@ -44,6 +45,7 @@ def tiny_model(family: str, n_blocks: int = 6, seed: int = 0):
         model = Gemma3ForCausalLM(config)
     else:
         raise ValueError(family)
+    model.set_attn_implementation(attention)
     return model.eval()
 
 

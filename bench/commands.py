@@ -11,7 +11,7 @@ import numpy as np
 
 import problems
 import solvers
-from oracle.errors import BadInput, DataError
+from oracle.errors import BadInput, DataError, SolverUnavailable
 from oracle.subset import parse_subset
 
 
@@ -314,7 +314,10 @@ def list_problems(args: Namespace) -> int:
         print(f"  {name}")
     print("solvers (default configuration):")
     for name in solvers.names():
-        config = ", ".join(f"{key}={value!r}" for key, value in solvers.get(name).get_config().items())
+        try:
+            config = ", ".join(f"{key}={value!r}" for key, value in solvers.get(name).get_config().items())
+        except SolverUnavailable as error:
+            config = f"unavailable: {error}"
         print(f"  {name:<10} {config}")
     from oracle.table import EvaluationTable
     from problems.model_oracles import default_table_directory

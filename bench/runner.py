@@ -32,6 +32,7 @@ import problems
 import solvers
 from bench.metrics import best_so_far, gap, normalised_score
 from oracle.errors import BadInput
+from solvers.base import BudgetTooShort
 
 MATCHED_BUDGET = ("random", "evopress")
 DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
@@ -102,7 +103,7 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
           f"{len(pending)} to run", file=progress, flush=True)
     tables: dict[str, dict] = {}
-    started, evaluations, done = time.perf_counter(), 0, 0
+    started, evaluations, done, skipped = time.perf_counter(), 0, 0, 0
     with open(out / RESULTS, "a") as results:
         for name in grid.problems:
             cells = [cell for cell in pending if cell[0] == name]
@@ -112,17 +113,25 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
                 tables[name] = table_record(problem)
                 for _, k, solver, seed in cells:
                     budget = cell_budget(grid, rows, name, k, solver)
-                    row = run_cell(name, problem, k, solver, seed, budget, grid.budget_rule(solver))
+                    try:
+                        row = run_cell(name, problem, k, solver, seed, budget, grid.budget_rule(solver))
+                    except BudgetTooShort as error:
+                        # One solver's budget is too short; the other cells still run.
+                        skipped += 1
+                        print(f"[skipped] {name} k={k} {solver} seed {seed}: {error}", file=progress, flush=True)
+                        continue
                     results.write(json.dumps(row) + "\n")
                     results.flush()
                     rows.append(row)
                     done += 1
                     evaluations += row["n_evaluations"]
                     elapsed = time.perf_counter() - started
-                    print(f"[{done}/{len(pending)}] {name} k={k} {solver} seed {seed}: Δ {row['delta']:.5f}; "
+                    print(f"[{done + skipped}/{len(pending)}] {name} k={k} {solver} seed {seed}: Δ {row['delta']:.5f}; "
                           f"{evaluations} evaluations ({row['new_evaluations']} new this cell), "
-                          f"{done / elapsed:.2f} cells/s, ETA {(len(pending) - done) * elapsed / done:.0f} s",
+                          f"{done / elapsed:.2f} cells/s, ETA {(len(pending) - done - skipped) * elapsed / done:.0f} s",
                           file=progress, flush=True)
+    if skipped:
+        print(f"{skipped} cells skipped: their budget ended before any k-subset was evaluated", file=progress, flush=True)
     rows = annotate(rows)
     write_rows(out, rows)
     write_environment(out, tables, command_line)

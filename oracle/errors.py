@@ -28,6 +28,10 @@ class ModelUnavailable(BadInput):
     """A model whose weights are not on this machine (with the command that installs them)."""
 
 
+class SolverUnavailable(BadInput):
+    """A solver whose library is not installed (with the command that installs it)."""
+
+
 class TableError(BadInput):
     """A table file that cannot be used: corrupt, foreign, locked or of another problem."""
 

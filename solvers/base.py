@@ -12,6 +12,10 @@ from oracle.subset import Subset
 from solvers.session import BudgetExhausted, SearchSession, TraceEntry
 
 
+class BudgetTooShort(BadInput):
+    """The budget ended before the solver had evaluated a single k-subset."""
+
+
 @dataclass(frozen=True)
 class Result:
     solver: str
@@ -61,7 +65,7 @@ class Solver:
             pass
         best = session.best()
         if best is None:
-            raise BadInput(f"{self.name}: budget {budget} ended before any {k}-subset was evaluated")
+            raise BudgetTooShort(f"{self.name}: budget {budget} ended before any {k}-subset was evaluated")
         subset, loss = best
         return Result(
             solver=self.name, config=self.get_config(), problem=problem.name, k=k, seed=seed,

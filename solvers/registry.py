@@ -3,7 +3,7 @@
 import importlib
 from typing import Any
 
-from oracle.errors import BadInput
+from oracle.errors import BadInput, SolverUnavailable
 
 # name → "module:class"; modules are imported on use so one solver's library never slows another.
 SOLVERS: dict[str, str] = {
@@ -28,7 +28,11 @@ def get(name: str, **config: Any):
     if name not in SOLVERS:
         raise BadInput(f"unknown solver {name!r}; known: {', '.join(sorted(SOLVERS))}")
     module, _, cls = SOLVERS[name].partition(":")
-    solver_class = getattr(importlib.import_module(module), cls)
+    try:
+        solver_class = getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as error:
+        raise SolverUnavailable(f"solver {name!r} needs {error.name}, which is not installed: "
+                                f"pip install 'depthbench[solvers]'") from None
     try:
         return solver_class(**config)
     except TypeError as error:

@@ -216,3 +216,13 @@ def test_bos_against_the_model_setting_is_another_problem_with_its_own_table(cap
     code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--bos", "--oracle", "replay",
                        "--subset", "17")
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_a_solver_whose_library_is_missing_is_one_line_and_listed_as_unavailable(capsys, monkeypatch):
+    from solvers.registry import SOLVERS
+
+    monkeypatch.setitem(SOLVERS, "gp", "no_such_gp_library.model:GP")
+    code, _, err = run(capsys, "solve", "--problem", "synthetic/quadratic-N6-seed0", "--solver", "gp", "--k", "2")
+    assert_one_line_error(code, err, "no_such_gp_library", "pip install 'depthbench[solvers]'")
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and "gp         unavailable: solver 'gp' needs no_such_gp_library" in out

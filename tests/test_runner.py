@@ -80,6 +80,15 @@ def test_budget_option_applies_to_every_cell(capsys, tmp_path):
     assert {(r["budget"], r["budget_rule"]) for r in rows_of(out)} == {(20, 20)}
 
 
+def test_a_budget_too_short_for_one_solver_skips_its_cells_and_runs_the_rest(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, *GRID, "--seeds", "0", "--budget", "8", "--out", str(out))
+    assert code == 0 and "2 cells run" in stdout
+    assert {r["solver"] for r in rows_of(out)} == {"random", "exact"}  # greedy's 12 singles do not fit in 8
+    assert "[skipped] synthetic/quadratic-N12-seed0 k=3 greedy seed 0: greedy: budget 8 ended" in err
+    assert "1 cells skipped" in err
+
+
 def test_rerun_skips_every_finished_cell(capsys, tmp_path):
     out = tmp_path / "out"
     run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))

@@ -160,7 +160,7 @@ def run(args: Namespace) -> int:
     rows, ran = run_grid(
         grid, args.out,
         lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
-        ["python", "-m", "bench", *args.argv],
+        ["python", "-m", "bench", *args.argv], measured_only=args.on_miss != "surrogate",
     )
     from bench.report import build_report
 

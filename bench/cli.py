@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--all-of-size", type=int, nargs="+", metavar="K",
                           help="every subset of each size K (e.g. 0 1 2 for L(∅), all singles and all pairs)")
     evaluate.add_argument("--batch-size", type=int, default=None,
-                          help="evaluate and store the subsets in batches of this many (resumable; default: one batch)")
+                          help="evaluate and store the subsets in batches of this many, with progress (resumable; default 100)")
     evaluate.add_argument("--order", choices=("given", "predicted"), default="given",
                           help="predicted: lowest L(S) predicted by the surrogate of the problem's table first, so a "
                                "build stopped early has the likeliest best subsets (default: as given)")

@@ -16,6 +16,7 @@ from oracle.subset import parse_subset
 
 
 MAX_ENUMERATED = 1_000_000  # --all-of-size refuses more subsets than this
+EVALUATE_BATCH = 100  # evaluate stores and reports progress every this many subsets unless told
 
 
 def problem_options(args: Namespace) -> dict:
@@ -68,7 +69,7 @@ def evaluate(args: Namespace) -> int:
     with problem_from_args(args) as problem:
         if args.order == "predicted":
             subsets = most_promising_first(problem, subsets)
-        evaluations = evaluate_in_batches(problem, [()] + subsets, args.batch_size or len(subsets) + 1)
+        evaluations = evaluate_in_batches(problem, [()] + subsets, args.batch_size or EVALUATE_BATCH)
         counters = problem.oracle.counters
     base = evaluations[0].loss
     rows = [

@@ -49,7 +49,6 @@ class ModelSource:
 class LoadedModel:
     model: Any
     tokenizer: Any
-    weights_digest: str
     source: ModelSource
 
 
@@ -84,22 +83,17 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)
-    if source.package:
-        directory, digest = _dequantised_cache(source)
-    else:
-        directory, digest = source.path, None
+    directory = _dequantised_cache(source) if source.package else source.path
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
     except OSError as error:
         raise ModelUnavailable(f"cannot load model {source.describe()}: {error}".splitlines()[0]) from None
     model.to(device).eval()
-    if digest is None:
-        digest = _state_digest(model)
-    return LoadedModel(model=model, tokenizer=tokenizer, weights_digest=digest, source=source)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source)
 
 
-def _dequantised_cache(source: ModelSource) -> tuple[Path, str]:
+def _dequantised_cache(source: ModelSource) -> Path:
     """Directory of fp32 safetensors for a packaged GGUF, built on first use (~30 s) and keyed
     by the GGUF's digest, so later loads take seconds."""
     gguf_path = locate_package_file(source)
@@ -111,7 +105,7 @@ def _dequantised_cache(source: ModelSource) -> tuple[Path, str]:
         )
     directory = cache_root() / "models" / digest[:16]
     if (directory / "config.json").exists():
-        return directory, digest
+        return directory
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -130,18 +124,4 @@ def _dequantised_cache(source: ModelSource) -> tuple[Path, str]:
     # Rename last: a killed first load leaves only a staging folder, never a half cache.
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
-    return directory, digest
-
-
-def _state_digest(model: Any) -> str:
-    """SHA-256 over the model's parameters (names, shapes and bytes) for hub/local models."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return directory

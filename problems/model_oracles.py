@@ -20,6 +20,7 @@ from problems.problem import Problem
 from problems.model_problems import description, is_sample_prefix, problem_spec
 
 REPO_TABLES = Path(__file__).resolve().parent.parent / "surrogate_tables"
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def default_table_directory() -> Path:
@@ -39,6 +40,8 @@ def build_problem(
     **sizes: Any,
 ) -> Problem:
     dtype = dtype or "float32"
+    if dtype not in DTYPES:
+        raise BadInput(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if device == "cpu" and dtype != "float32":
         raise BadInput(f"dtype {dtype} is not supported on cpu (fp32 is the fast path there)")
     spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)

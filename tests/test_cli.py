@@ -63,6 +63,14 @@ def test_nonpositive_sizes_are_refused(capsys, table_directory):
     assert not table_directory.exists()
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_unknown_dtype_is_refused_before_any_table_exists(capsys, table_directory, device):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "1", "--device", device,
+                       "--dtype", "bf16")
+    assert_one_line_error(code, err, "'bf16' is not one of float32, bfloat16, float16")
+    assert not table_directory.exists()
+
+
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -2,8 +2,6 @@
 small, and is described by an up-to-date generated datasheet. (The default grid's zero-miss
 replay is tested in test_runner.)"""
 
-import shutil
-
 import pytest
 
 from bench.datasheet import render
@@ -43,9 +41,3 @@ def test_datasheet_describes_the_shipped_tables_as_they_are():
     assert [line for line in shipped if not line.startswith("Surrogate")] == stable, \
         "surrogate_tables/README.md is stale: run `python -m bench table datasheet`"
     assert sum(line.startswith("Surrogate") for line in shipped) == len(TABLES)
-
-
-def test_datasheet_of_a_directory_outside_the_repository_names_that_directory(tmp_path):
-    shutil.copy(TABLES[0], tmp_path)
-    verify = [line.strip() for line in render(tmp_path).splitlines() if "bench table verify" in line]
-    assert verify == [f"python -m bench table verify {tmp_path / TABLES[0].name} --rows 10"]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
     run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl", "smollm2-135m/margin"],
                      help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
-    run.add_argument("--k", nargs="+", type=int, default=[4, 6], help="blocks to remove (default 4 6)")
+    run.add_argument("--k", nargs="+", type=int, default=[4, 6, 8], help="blocks to remove (default 4 6 8)")
     run.add_argument("--solvers", default="panel",
                      help="panel (default: every solver but exact, which would enumerate every k-subset), all, "
                           "or names, e.g. greedy,random,exact")

@@ -2,8 +2,12 @@
 small, and is described by an up-to-date generated datasheet. (The default grid's zero-miss
 replay is tested in test_runner.)"""
 
+import math
+
 import pytest
 
+import problems
+import solvers
 from bench.datasheet import render
 from oracle.table import EvaluationTable
 from problems.model_oracles import REPO_TABLES
@@ -41,3 +45,19 @@ def test_datasheet_describes_the_shipped_tables_as_they_are():
     assert [line for line in shipped if not line.startswith("Surrogate")] == stable, \
         "surrogate_tables/README.md is stale: run `python -m bench table datasheet`"
     assert sum(line.startswith("Surrogate") for line in shipped) == len(TABLES)
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda path: path.name)
+@pytest.mark.parametrize("solver, config, ks", [
+    ("oneshot", {"criterion": "cosine"}, [4]),
+    ("oneshot", {"criterion": "angular"}, range(1, 9)),
+    ("ga", {"criterion": "angular"}, [4]),  # budget 1: the stored prior, not a ga run
+    ("fbs", {"mode": "mi"}, [4, 6, 8]),
+], ids=lambda value: str(value) if isinstance(value, (str, dict)) else None)
+def test_hidden_state_criteria_replay_from_the_shipped_tables(path, solver, config, ks):
+    with EvaluationTable.open(path, mode="r") as table:
+        name = table.spec["name"]
+    with problems.get(name, oracle="replay", table=path) as problem:
+        for k in ks:
+            result = solvers.get(solver, **config).solve(problem, k, budget=1 if solver == "ga" else None)
+            assert len(result.subset) == k and math.isfinite(result.loss)

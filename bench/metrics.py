@@ -42,4 +42,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation of two paired sequences (e.g. surrogate vs true Δ)."""
     if len(x) != len(y):
         raise ValueError(f"spearman needs paired values, got {len(x)} and {len(y)}")
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan  # a constant sequence has no ranking to correlate with
     return float(spearmanr(x, y).statistic)

@@ -35,6 +35,10 @@ def test_spearman_ranks():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+
+
+def test_spearman_of_a_constant_sequence_is_undefined():
+    assert math.isnan(spearman([1, 2, 3], [5, 5, 5])) and math.isnan(spearman([2, 2], [1, 3]))
     with pytest.raises(ValueError):
         spearman([1, 2], [1])
 

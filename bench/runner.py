@@ -99,9 +99,9 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
                             "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])})
             for cell in grid.cells()}
-    predicted = {key for key, row in finished.items() if measured_only and row.get("surrogate", 0) > 0}
-    pending = [cell for cell in grid.cells() if keys[cell] not in finished or keys[cell] in predicted]
-    stale = {keys[cell] for cell in pending} & predicted
+    # Rows of this grid's cells that used surrogate answers, when this run wants measurements.
+    stale = {key for key in keys.values() if measured_only and finished.get(key, {}).get("surrogate", 0) > 0}
+    pending = [cell for cell in grid.cells() if keys[cell] not in finished or keys[cell] in stale]
     rows = [row for row in rows if cell_key(row) not in stale]
     if rows or stale:
         # Drops a torn last line (and rows about to be re-run) before appending to the file.

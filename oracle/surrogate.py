@@ -40,9 +40,10 @@ def quadratic_features(masks: np.ndarray) -> np.ndarray:
 
 
 def correction_features(masks: np.ndarray, quadratic: np.ndarray) -> np.ndarray:
-    """Given the masks and their `quadratic_features`, what the second-order expansion misses in larger subsets: x_i and x_i·x_j again (how a
-    block's or a pair's cost changes in company: on the margin objective this cut the hold-out
-    MAE by about a third), one indicator per subset size, and the run features."""
+    """What the second-order expansion misses in larger subsets, given the masks and their
+    `quadratic_features`: x_i and x_i·x_j again (how a block's or a pair's cost changes in
+    company: on the margin objective this cut the hold-out MAE by about a third), one indicator
+    per subset size, and the run features."""
     masks = np.asarray(masks, dtype=bool)
     sizes = masks.sum(axis=1)
     size_indicators = np.zeros((len(masks), masks.shape[1] + 1))

@@ -37,7 +37,6 @@ class SearchSession:
         self.k = k
         self.budget = budget
         self.requests = 0
-        self.surrogate = 0  # losses answered by a surrogate, not measured
         self.predicted: set[Subset] = set()  # the subsets whose loss is a surrogate's answer
         self.trace: list[TraceEntry] = []
         self._losses: dict[Subset, float] = {}
@@ -46,6 +45,11 @@ class SearchSession:
     @property
     def evaluations(self) -> int:
         return len(self._losses)
+
+    @property
+    def surrogate(self) -> int:
+        """How many of the evaluations a surrogate answered, not the model."""
+        return len(self.predicted)
 
     @property
     def remaining(self) -> int | None:
@@ -63,7 +67,6 @@ class SearchSession:
             for evaluation in self.problem.evaluate(allowed):
                 self._losses[evaluation.subset] = evaluation.loss
                 if evaluation.source == "surrogate":
-                    self.surrogate += 1
                     self.predicted.add(evaluation.subset)
                 self.trace.append(TraceEntry(evaluation.subset, evaluation.loss, self.evaluations,
                                              time.perf_counter() - self._started))

@@ -4,26 +4,21 @@ A Gaussian process over the 0/1 masks of evaluated k-subsets, with a set kernel 
 only on the symmetric difference of two subsets and a mean that is linear in the summed prior
 scores of the removed blocks, proposes each next subset by maximising expected improvement over
 a candidate pool that only ever holds k-subsets (swap neighbours of the best subsets found and
-prior-weighted random subsets). torch is used here only through botorch and gpytorch, for the
-GP; it is imported at module top because this module is imported only when "bo" is requested.
+prior-weighted random subsets). The GP's linear algebra is torch's; the set kernel is a
+gpytorch kernel and the expected improvement uses botorch's numerically safe normal functions.
+torch is imported at module top because this module is imported only when "bo" is requested.
 """
 
 import itertools
 import math
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from botorch.exceptions.errors import ModelFittingError
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
 from botorch.utils.probability.utils import log_erfcx, log_phi, ndtr, phi
 from botorch.utils.safe_math import log1mexp
 from gpytorch.constraints import Positive
-from gpytorch.kernels import Kernel, ScaleKernel
-from gpytorch.means import ConstantMean, Mean
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior
+from gpytorch.kernels import Kernel
 
 from oracle.errors import BadInput
 from oracle.evaluation import rank_key
@@ -32,11 +27,21 @@ from solvers.session import SearchSession
 
 KERNELS = ("hamming", "jaccard")
 ACQUISITIONS = ("ei", "lcb")
-# Candidates per posterior call: the joint posterior of a chunk has a dense chunk × chunk
-# covariance, so chunks stay small; the marginals do not depend on the chunking.
-SCORING_CHUNK = 256
 # Floor of the posterior variance (standardised units) before taking σ.
 MIN_VARIANCE = 1e-12
+# The hyperparameter grid of `select_hyperparameters`: kernel decay rates λ from 1/4 to 64 and
+# noise-to-signal ratios ν/σ² from 1e-4 to 1, log-spaced.
+DECAY_GRID = tuple(2.0 ** (half / 2) for half in range(-4, 13))
+NOISE_RATIO_GRID = tuple(10.0 ** (half / 2) for half in range(-8, 1))
+# Gamma(shape, rate) priors of the decay (mean 6: random unrelated subsets nearly uncorrelated,
+# one swap still clearly correlated) and of the output scale σ².
+DECAY_PRIOR = (3.0, 0.5)
+OUTPUTSCALE_PRIOR = (2.0, 0.15)
+# Every choice bo makes from numbers it computed (the grid point, the acquisition's argmax)
+# compares them rounded to this many decimals, ties going to the first in a fixed order: the
+# last-bit differences that BLAS builds, instruction sets and thread counts cause (about 1e-12
+# here) then cannot change a choice, so a replay is a function of the table alone.
+DECIMALS = 6
 
 
 class BayesianOptimisation(Solver):
@@ -51,9 +56,13 @@ class BayesianOptimisation(Solver):
     Surrogate: targets are the losses standardised over the evaluated k-subsets (non-finite
     losses clipped to the worst finite one); kernel σ²·exp(−λ·d(S, S')) with
     d = |S△S'|/(2k) ("hamming") or d = |S△S'|/|S∪S'| ("jaccard"), both positive semi-definite;
-    learned Gaussian noise; mean a + b·Σ_{i∈S} ŝ_i/√k with ŝ the z-scored prior scores and a, b
-    learned jointly with the kernel by marginal likelihood (`prior_mean=False`: constant mean).
-    Hyperparameters are refitted every `refit_every` steps and reused in between.
+    Gaussian noise ν; mean a + b·Σ_{i∈S} ŝ_i/√k with ŝ the z-scored prior scores
+    (`prior_mean=False`: constant mean a). Hyperparameters are the maximum a posteriori on a
+    fixed grid of (λ, ν/σ²), with a, b and σ² profiled out in closed form (see
+    `select_hyperparameters`): a discrete choice, so it comes out the same on every machine,
+    where a gradient fit's optimum moves with the BLAS (relative differences of 1e-5 to 1e-1
+    measured after a few warm-started refits). λ and ν/σ² are chosen again every `refit_every`
+    steps; a, b and σ² at every step.
 
     Acquisition ("ei": log expected improvement; "lcb": −μ + √`lcb_beta`·σ, maximised) over a
     pool of: all 1-swap neighbours of the `local_points` best subsets, up to `two_swaps` 2-swap
@@ -69,7 +78,7 @@ class BayesianOptimisation(Solver):
                  kernel: str = "hamming", acquisition: str = "ei", lcb_beta: float = 4.0,
                  prior_mean: bool = True, local_points: int = 5, two_swaps: int = 500,
                  random_pool: int = 2000, temperature: float | None = None, batch_size: int = 1,
-                 refit_every: int = 1):
+                 refit_every: int = 10):
         if kernel not in KERNELS:
             raise BadInput(f"kernel={kernel!r} is not one of {', '.join(KERNELS)}")
         if acquisition not in ACQUISITIONS:
@@ -101,17 +110,12 @@ class BayesianOptimisation(Solver):
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> bool:
         if prior is None:
             prior = np.array(session.evaluate([(i,) for i in range(session.n_blocks)]))
-        # torch draws (fit restarts) come from a seed taken from `rng`; fork_rng keeps the
-        # caller's global torch state untouched. One thread: the GP's matrices have at most a
-        # few hundred rows, where extra threads cost more than they save (hundreds of times
-        # more on a busy machine) and could change float reductions from one machine to another.
-        torch_seed = int(rng.integers(2**63 - 1))
+        # One thread: the GP's matrices have at most a few hundred rows, where extra threads
+        # cost more than they save (hundreds of times more on a busy machine).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(torch_seed)
-                return _Search(self, session, rng, prior).run()
+            return _Search(self, session, rng, prior).run()
         finally:
             torch.set_num_threads(threads)
 
@@ -138,7 +142,7 @@ class _Search:
         self.masks: list[np.ndarray] = []
         self.losses: list[float] = []
         self.seen: set[bytes] = set()
-        self.hyperparameters: dict | None = None
+        self.grid_point: tuple[float, float] | None = None  # (λ, ν/σ²) of the last refit
         self.space_size = math.comb(self.n_blocks, self.k)
         # k-subsets the session already holds (the prior singles when k = 1) are free observations.
         for entry in session.trace:
@@ -183,7 +187,7 @@ class _Search:
         self.seen.add(np.packbits(mask).tobytes())
 
     def unseen(self, masks: np.ndarray) -> np.ndarray:
-        fresh = [np.packbits(mask).tobytes() not in self.seen for mask in masks]
+        fresh = [key not in self.seen for key in _keys(masks)]
         return masks[np.array(fresh, dtype=bool)]
 
     # --- candidate pool -----------------------------------------------------------------------
@@ -240,54 +244,130 @@ class _Search:
         candidates = torch.as_tensor(pool, dtype=torch.float64)
         chosen: list[int] = []
         for _ in range(count):
-            values = self.acquisition_values(model, float(train_y.min()), candidates)
+            values = _rounded(self.acquisition_values(model, float(train_y.min()), candidates))
             values[chosen] = -math.inf
-            pick = int(torch.argmax(values))
+            pick = int(np.argmax(values))  # the first of equal values: pool order breaks ties
             chosen.append(pick)
             if len(chosen) == count or len(chosen) == len(pool):
                 break
-            with torch.no_grad():
-                believed = model.posterior(candidates[pick : pick + 1]).mean.reshape(1)
+            believed, _ = model.marginals(candidates[pick : pick + 1])
             train_x = torch.cat([train_x, candidates[pick : pick + 1]])
             train_y = torch.cat([train_y, believed])
             model = self.model(train_x, train_y, refit=False)
         return pool[chosen]
 
-    def model(self, train_x: torch.Tensor, train_y: torch.Tensor, refit: bool) -> SingleTaskGP:
-        """The GP on (train_x, train_y), starting from the last hyperparameters; fitted by
-        marginal likelihood when `refit` (a failed fit keeps the starting values)."""
-        kernel = ScaleKernel(SubsetKernel(self.k, self.solver.kernel), outputscale_prior=GammaPrior(2.0, 0.15))
-        mean = PriorScoreMean(self.mean_weights) if self.solver.prior_mean else ConstantMean()
-        model = SingleTaskGP(train_x, train_y.unsqueeze(-1), covar_module=kernel, mean_module=mean,
-                             outcome_transform=None)
-        if self.hyperparameters is not None:
-            model.load_state_dict(self.hyperparameters)
-        if refit:
-            start = {name: value.clone() for name, value in model.state_dict().items()}
-            try:
-                # botorch retries a fit that warns and raises once every retry has failed;
-                # its warnings would otherwise repeat at every step.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-            except ModelFittingError:
-                model.load_state_dict(start)
-            self.hyperparameters = {name: value.clone() for name, value in model.state_dict().items()}
-        model.eval()
-        return model
+    def model(self, train_x: torch.Tensor, train_y: torch.Tensor, refit: bool) -> "SubsetGP":
+        """The GP on (train_x, train_y): (λ, ν/σ²) chosen on the grid when `refit` (or never
+        chosen yet), else the last ones; a, b and σ² profiled for these data."""
+        kernel = SubsetKernel(self.k, self.solver.kernel)
+        features = self.mean_features(train_x)
+        grid = None if refit or self.grid_point is None else ([self.grid_point[0]], [self.grid_point[1]])
+        chosen = select_hyperparameters(kernel.distances(train_x, train_x), train_y, features, *(grid or ()))
+        self.grid_point = chosen.decay, chosen.noise_ratio
+        return SubsetGP(kernel, chosen, train_x, train_y, self.mean_features)
 
-    def acquisition_values(self, model: SingleTaskGP, best: float, candidates: torch.Tensor) -> torch.Tensor:
-        """The acquisition of every candidate, from the posterior marginals. The posterior is
-        taken jointly over chunks of candidates rather than as a batch of single points: botorch's
-        batch mode copies the training data once per candidate, about ten times slower here."""
-        with torch.no_grad():
-            posteriors = [model.posterior(chunk) for chunk in candidates.split(SCORING_CHUNK)]
-            mean = torch.cat([posterior.mean for posterior in posteriors]).squeeze(-1)
-            variance = torch.cat([posterior.variance for posterior in posteriors]).squeeze(-1)
+    def mean_features(self, masks: torch.Tensor) -> torch.Tensor:
+        """The columns of the GP mean's regression: 1, and Σ_{i∈S} w_i with `prior_mean`."""
+        ones = torch.ones(masks.shape[0], 1, dtype=torch.float64)
+        if not self.solver.prior_mean:
+            return ones
+        return torch.cat([ones, (masks @ self.mean_weights).unsqueeze(-1)], dim=-1)
+
+    def acquisition_values(self, model: "SubsetGP", best: float, candidates: torch.Tensor) -> torch.Tensor:
+        """The acquisition of every candidate, from the posterior marginals."""
+        mean, variance = model.marginals(candidates)
         sigma = variance.clamp_min(MIN_VARIANCE).sqrt()
         if self.solver.acquisition == "ei":
             return log_expected_improvement(mean, sigma, best)
         return -mean + math.sqrt(self.solver.lcb_beta) * sigma
+
+
+class SubsetGP:
+    """The GP posterior of f at fixed hyperparameters: prior mean Xβ, covariance σ²·exp(−λ·d),
+    Gaussian noise ν on the observations.
+
+    It is the posterior botorch's SingleTaskGP gives with these hyperparameters and a fixed
+    noise (a test compares them), computed here with one Cholesky factor and one triangular
+    solve for all candidates: botorch's posterior costs about 4 ms a call in overhead, 50 ms
+    per step on a pool of 2,400 candidates, ten times this."""
+
+    def __init__(self, kernel: "SubsetKernel", hyperparameters: "Hyperparameters", train_x: torch.Tensor,
+                 train_y: torch.Tensor, mean_features):
+        self.kernel = kernel
+        self.hyperparameters = hyperparameters
+        self.train_x = train_x
+        self.mean_features = mean_features
+        self.coefficients = torch.tensor(hyperparameters.coefficients, dtype=torch.float64)
+        scale = hyperparameters.outputscale
+        covariance = scale * torch.exp(-hyperparameters.decay * kernel.distances(train_x, train_x))
+        noise = scale * hyperparameters.noise_ratio
+        self.factor = torch.linalg.cholesky(covariance + noise * torch.eye(len(train_x), dtype=torch.float64))
+        residual = train_y - mean_features(train_x) @ self.coefficients
+        self.weights = torch.cholesky_solve(residual.unsqueeze(-1), self.factor).squeeze(-1)
+
+    def marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of f at the rows of x."""
+        scale = self.hyperparameters.outputscale
+        cross = scale * torch.exp(-self.hyperparameters.decay * self.kernel.distances(x, self.train_x))
+        mean = self.mean_features(x) @ self.coefficients + cross @ self.weights
+        whitened = torch.linalg.solve_triangular(self.factor, cross.T, upper=False)
+        return mean, scale - (whitened * whitened).sum(0)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    decay: float  # λ
+    noise_ratio: float  # ν/σ²
+    outputscale: float  # σ²
+    coefficients: tuple[float, ...]  # of the mean's regression: a, then b with a prior mean
+    score: float  # log marginal likelihood + log priors of λ and σ²
+
+
+def select_hyperparameters(distances: torch.Tensor, targets: torch.Tensor, features: torch.Tensor,
+                           decays=DECAY_GRID, noise_ratios=NOISE_RATIO_GRID) -> Hyperparameters:
+    """The maximum a posteriori (λ, ν/σ²) over the grid `decays` × `noise_ratios`, for the GP
+    y ~ N(Xβ, σ²·(exp(−λ·D) + (ν/σ²)·I)) with D the kernel's `distances` and X the mean's
+    `features`.
+
+    At each grid point β and σ² are profiled out in closed form: with A = exp(−λ·D) + (ν/σ²)·I,
+    β = (XᵀA⁻¹X)⁻¹XᵀA⁻¹y (generalised least squares) and σ² = (y − Xβ)ᵀA⁻¹(y − Xβ)/n maximise
+    the likelihood. The score is that likelihood's log plus the log Gamma prior densities of λ
+    and σ²; scores are compared rounded to DECIMALS, the first grid point (λ, then ν/σ²,
+    ascending) winning ties. All grid points are one batched Cholesky factorisation."""
+    n = targets.numel()
+    decay = torch.tensor(decays, dtype=torch.float64)[:, None, None, None]
+    ratio = torch.tensor(noise_ratios, dtype=torch.float64)[None, :, None, None]
+    factor = torch.linalg.cholesky(torch.exp(-decay * distances) + ratio * torch.eye(n, dtype=torch.float64))
+    shape = factor.shape[:2]
+    whitened_x = torch.cholesky_solve(features.expand(*shape, *features.shape), factor)
+    whitened_y = torch.cholesky_solve(targets.reshape(-1, 1).expand(*shape, n, 1), factor)
+    gram = features.T @ whitened_x
+    projection = features.T @ whitened_y
+    # A ridge of 1e-9 keeps the normal equations solvable when a feature is constant.
+    coefficients = torch.linalg.solve(gram + 1e-9 * torch.eye(gram.shape[-1], dtype=torch.float64), projection)
+    quadratic = (targets.reshape(-1, 1) * whitened_y).sum((-2, -1)) - (projection * coefficients).sum((-2, -1))
+    outputscale = (quadratic / n).clamp_min(MIN_VARIANCE)
+    log_determinant = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
+    score = (-0.5 * n * (torch.log(2 * math.pi * outputscale) + 1) - 0.5 * log_determinant
+             + _log_gamma_density(decay[..., 0, 0], *DECAY_PRIOR)
+             + _log_gamma_density(outputscale, *OUTPUTSCALE_PRIOR))
+    rounded = _rounded(score.reshape(-1))
+    best = int(np.argmax(rounded))  # the first of equal scores
+    i, j = divmod(best, len(noise_ratios))
+    return Hyperparameters(decay=float(decays[i]), noise_ratio=float(noise_ratios[j]),
+                           outputscale=float(outputscale[i, j]),
+                           coefficients=tuple(float(c) for c in coefficients[i, j, :, 0]),
+                           score=float(score[i, j]))
+
+
+def _log_gamma_density(x: torch.Tensor, shape: float, rate: float) -> torch.Tensor:
+    return torch.distributions.Gamma(shape, rate).log_prob(x)
+
+
+def _rounded(values: torch.Tensor) -> np.ndarray:
+    """`values` rounded to DECIMALS, NaN as −inf: the form every bo comparison is made in."""
+    rounded = np.round(values.detach().numpy().astype(np.float64), DECIMALS)
+    return np.where(np.isnan(rounded), -math.inf, rounded)
 
 
 def log_expected_improvement(mean: torch.Tensor, sigma: torch.Tensor, best: float) -> torch.Tensor:
@@ -323,48 +403,32 @@ class SubsetKernel(Kernel):
         self.distance = distance
         self.register_parameter("raw_decay", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1)))
         self.register_constraint("raw_decay", Positive())
-        # Decay rates of a few units (prior mean 6): random unrelated subsets (d ≈ 1 − k/N) are
-        # then nearly uncorrelated while one swap (hamming d = 1/k) keeps a clear correlation.
-        self.register_prior("decay_prior", GammaPrior(3.0, 0.5), lambda module: module.decay,
-                            lambda module, value: module._set_decay(value))
 
     @property
     def decay(self) -> torch.Tensor:
         return self.raw_decay_constraint.transform(self.raw_decay)
 
-    def _set_decay(self, value: torch.Tensor) -> None:
+    @decay.setter
+    def decay(self, value: float | torch.Tensor) -> None:
         value = torch.as_tensor(value).to(self.raw_decay)
         self.initialize(raw_decay=self.raw_decay_constraint.inverse_transform(value))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params) -> torch.Tensor:
+    def distances(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
+        """d(S, S') between the rows of x1 and x2 (all pairs, or row by row with `diag`)."""
         if diag:
             overlap = (x1 * x2).sum(-1)
             size1, size2 = x1.sum(-1), x2.sum(-1)
-            decay = self.decay[..., 0]
         else:
             overlap = x1 @ x2.transpose(-1, -2)
             size1, size2 = x1.sum(-1).unsqueeze(-1), x2.sum(-1).unsqueeze(-2)
-            decay = self.decay
         symmetric = size1 + size2 - 2 * overlap
         if self.distance == "hamming":
-            distance = symmetric / (2 * self.k)
-        else:
-            distance = symmetric / (size1 + size2 - overlap).clamp_min(1)
-        return torch.exp(-decay * distance)
+            return symmetric / (2 * self.k)
+        return symmetric / (size1 + size2 - overlap).clamp_min(1)
 
-
-class PriorScoreMean(Mean):
-    """m(S) = a + b·Σ_{i∈S} w_i with fixed block weights w (the scaled prior scores) and
-    learned a, b."""
-
-    def __init__(self, block_weights: torch.Tensor):
-        super().__init__()
-        self.register_buffer("block_weights", block_weights)
-        self.register_parameter("constant", torch.nn.Parameter(torch.zeros(())))
-        self.register_parameter("slope", torch.nn.Parameter(torch.zeros(())))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.constant + self.slope * (x @ self.block_weights)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params) -> torch.Tensor:
+        decay = self.decay[..., 0] if diag else self.decay
+        return torch.exp(-decay * self.distances(x1, x2, diag))
 
 
 # --- array helpers ----------------------------------------------------------------------------
@@ -383,12 +447,17 @@ def _standardised(losses: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / (spread if spread > 0 else 1.0)
 
 
+def _keys(masks: np.ndarray) -> list[bytes]:
+    """The packed bits of each row of `masks`, as hashable keys."""
+    return [row.tobytes() for row in np.packbits(masks, axis=1)]
+
+
 def _distinct(masks: np.ndarray) -> np.ndarray:
     """Rows of `masks` without repeats, in order of first appearance."""
-    if len(masks) == 0:
-        return masks
-    _, first = np.unique(np.packbits(masks, axis=1), axis=0, return_index=True)
-    return masks[np.sort(first)]
+    first: dict[bytes, int] = {}
+    for row, key in enumerate(_keys(masks)):
+        first.setdefault(key, row)
+    return masks[list(first.values())]
 
 
 def _swapped(mask: np.ndarray, removed: np.ndarray, added: np.ndarray) -> np.ndarray:

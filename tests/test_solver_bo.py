@@ -101,7 +101,7 @@ def test_bad_options_are_refused(options):
 @pytest.mark.parametrize("decay", [0.1, 3.0, 40.0])
 def test_set_kernels_are_positive_semidefinite(distance, decay):
     kernel = SubsetKernel(5, distance).to(torch.float64)
-    kernel._set_decay(torch.tensor(decay))
+    kernel.decay = decay
     masks = random_masks(np.random.default_rng(0), 16, 5, 80)
     with torch.no_grad():
         matrix = kernel(masks).to_dense()
@@ -117,7 +117,7 @@ def test_set_kernels_depend_on_the_symmetric_difference_as_specified():
     second[0, [2, 3, 4, 5]] = 1.0  # |S△S'| = 4, |S∪S'| = 6
     for distance, expected in (("hamming", math.exp(-2.0 * 4 / 8)), ("jaccard", math.exp(-2.0 * 4 / 6))):
         kernel = SubsetKernel(4, distance).to(torch.float64)
-        kernel._set_decay(torch.tensor(2.0))
+        kernel.decay = 2.0
         with torch.no_grad():
             assert float(kernel(first, second).to_dense()) == pytest.approx(expected, rel=1e-12)
 

@@ -35,6 +35,9 @@ from solvers.session import SearchSession
 logger = logging.getLogger(__name__)
 
 MODELS = ("pairs", "ridge")
+# h and J are rounded to multiples of QUANTUM before the MILP, so every energy is an exact sum
+# (float64 holds it exactly for |E| < 2^20), the same in any summation order on any machine.
+QUANTUM = 2.0 ** -32
 
 
 class ConstrainedBinaryOptimisation(Solver):
@@ -158,7 +161,10 @@ def model_pairs(n_blocks: int, band: int | None) -> list[tuple[int, int]]:
 def solve_quadratic(h: np.ndarray, J: np.ndarray, k: int, count: int,
                     time_limit_s: float | None = None) -> list[tuple[Subset, float]]:
     """The `count` lowest-energy k-subsets of E(S) = Σ_{i∈S} h_i + Σ_{i<j∈S} J_ij, in
-    non-decreasing energy order (fewer if C(N, k) < count), as (subset, energy) pairs.
+    non-decreasing energy order, equal energies by subset (fewer if C(N, k) < count), as
+    (subset, energy) pairs, h and J rounded to multiples of QUANTUM. HiGHS proves each state
+    optimal to 1e-9, so only states whose energies differ by less than that could come out in
+    another order with another build of HiGHS.
 
     Only the upper triangle of J (i < j) is read. NaN/inf coefficients (a removal that broke the
     model) become a finite penalty larger than twice any achievable energy magnitude of the
@@ -178,6 +184,7 @@ def solve_quadratic(h: np.ndarray, J: np.ndarray, k: int, count: int,
     if not 1 <= k <= n_blocks:
         raise BadInput(f"k={k} is out of range 1..{n_blocks}")
     h, upper = _penalise_non_finite(h, upper, k)
+    h, upper = _quantised(h), _quantised(upper)
     pairs = list(itertools.combinations(range(n_blocks), 2))
 
     model = _milp(h, upper, k, pairs)
@@ -213,7 +220,7 @@ def solve_quadratic(h: np.ndarray, J: np.ndarray, k: int, count: int,
     if limit_hit:
         logger.warning("HiGHS time limit of %.3g s hit: %d of %d states found, not all proven optimal",
                        time_limit_s, len(states), wanted)
-    states.sort(key=lambda state: state[1])
+    states.sort(key=lambda state: (state[1], state[0]))
     return states
 
 
@@ -253,6 +260,10 @@ def _penalise_non_finite(h: np.ndarray, upper: np.ndarray, k: int) -> tuple[np.n
     penalty = 2.0 * bound + 1.0
     upper = np.where(finite_J, upper, penalty)
     return np.where(finite_h, h, penalty), np.triu(upper, 1)
+
+
+def _quantised(values: np.ndarray) -> np.ndarray:
+    return np.round(values / QUANTUM) * QUANTUM
 
 
 def _energy(h: np.ndarray, upper: np.ndarray, subset: Subset) -> float:

@@ -258,6 +258,7 @@ def table_datasheet(args: Namespace) -> int:
 
 def table_verify(args: Namespace) -> int:
     from oracle.table import EvaluationTable
+    from problems.calibration_tokens import refuse_other_tokens
     from problems.model_oracles import build_live_oracle
 
     if args.rows < 1:
@@ -267,7 +268,12 @@ def table_verify(args: Namespace) -> int:
         stored = {e.subset: e for e in table.rows()}
     subsets = sorted(stored)
     chosen = [subsets[i] for i in np.random.default_rng(args.seed).choice(len(subsets), min(args.rows, len(subsets)), replace=False)]
-    live = build_live_oracle(spec, args.device)
+    # Other calibration tokens (another tokenizer library) make every difference meaningless:
+    # refused before the model is loaded.
+    checked = []
+    live = build_live_oracle(spec, args.device, check_tokens=lambda digest: checked.append(refuse_other_tokens(table, digest)))
+    if not any(checked):
+        print(f"note: {args.path} records no token digest, so its calibration tokens cannot be checked", file=sys.stderr)
     fresh = live.evaluate(chosen)
     report = []
     for evaluation in fresh:
@@ -296,7 +302,8 @@ def data_check(args: Namespace) -> int:
     for row in results:
         status = "matches" if row["match"] else "DIFFERS"
         print(f"{row['name']:<40} {row['rows']:>6} rows  {status}")
-    return 0 if all(row["match"] for row in results) else 1
+    tokens_ok = report_token_files(write_missing=False)
+    return 0 if all(row["match"] for row in results) and tokens_ok else 1
 
 
 def data_rebuild(args: Namespace) -> int:
@@ -306,7 +313,43 @@ def data_rebuild(args: Namespace) -> int:
     (DATA_DIR / "SOURCES.md").write_text(render_sources(results))
     for row in results:
         print(f"{row['name']:<40} {row['rows']:>6} rows  sha256 {row['sha256'][:16]}")
-    return 0
+    return 0 if report_token_files(write_missing=True) else 1
+
+
+def report_token_files(write_missing: bool) -> bool:
+    """Compare the shipped calibration token ids with what the tokenizer gives now (writing
+    missing token files when asked) and their token digests with the shipped tables'; print one
+    line per file. True when nothing differs."""
+    from pathlib import Path
+
+    from oracle.table import EvaluationTable
+    from problems.calibration_tokens import token_files
+    from problems.model_problems import problem_spec
+
+    tables = Path(__file__).resolve().parent.parent / "surrogate_tables"
+    good = True
+    for row in token_files(write_missing=write_missing):
+        libraries = ", ".join(f"{name} {value}" for name, value in row["libraries"].items())
+        status = row["status"]
+        if status == "DIFFERS":
+            status = "DIFFERS from what the tokenizer gives here (the shipped ids stay the problem's)"
+        line = f"{row['name']:<40} {row['tokens'] or 0:>6} tokens  {status} ({libraries})"
+        good &= row["status"] in ("matches", "written") or row["status"].startswith("skipped")
+        if row["digest"]:
+            fingerprint = problem_spec(row["problem"])["fingerprint"]
+            path = tables / f"{row['problem'].replace('/', '__')}__{fingerprint}.h5"
+            if path.exists():
+                with EvaluationTable.open(path, mode="r") as table:
+                    try:
+                        stored = table.attribute("token_digest")
+                    except KeyError:
+                        stored = None
+                same = stored == row["digest"]
+                good &= same
+                line += f"; token digest {row['digest'][:16]} {'=' if same else 'DIFFERS from'} {path.name}'s"
+                line += "" if same else f" {str(stored)[:16]}"
+        print(line)
+    return good
 
 
 def list_problems(args: Namespace) -> int:

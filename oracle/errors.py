@@ -44,6 +44,10 @@ class FingerprintMismatch(TableError):
     """The table was built for a problem with another fingerprint."""
 
 
+class TokenMismatch(TableError):
+    """The calibration token ids made here differ from those the table's rows were made on."""
+
+
 class TableMiss(BadInput):
     """A replayed table holds no row for the requested subset and misses are not allowed."""
 

@@ -93,6 +93,18 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu")
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)
 
 
+def load_tokenizer(source: ModelSource) -> Any:
+    """The model's tokenizer alone: calibration tokens are made (and checked against a table's
+    token digest) before the weights are loaded."""
+    from transformers import AutoTokenizer
+
+    directory = _dequantised_cache(source) if source.package else source.path
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except OSError as error:
+        raise ModelUnavailable(f"cannot load the tokenizer of {source.describe()}: {error}".splitlines()[0]) from None
+
+
 def _dequantised_cache(source: ModelSource) -> Path:
     """Directory of fp32 safetensors for a packaged GGUF, built on first use (~30 s) and keyed
     by the GGUF's digest, so later loads take seconds."""

@@ -47,8 +47,12 @@ class PerplexityObjective:
         self.batch_tokens = batch_tokens
 
     def prepare(self, tokenizer: Any, passages: list[str]) -> PreparedObjective:
-        text_tokens = self.window_tokens - int(self.needs_bos)
-        needed = self.windows * text_tokens
+        return self.prepare_stream(self.tokenize(tokenizer, passages), tokenizer.bos_token_id)
+
+    def tokenize(self, tokenizer: Any, passages: list[str]) -> list[int]:
+        """The text-token stream the windows are cut from: exactly windows × (window_tokens −
+        BOS) ids, without BOS (a shipped token file stores this)."""
+        needed = self.windows * (self.window_tokens - int(self.needs_bos))
         stream: list[int] = []
         for index in np.random.default_rng(self.seed).permutation(len(passages)):
             stream += tokenizer(passages[index], add_special_tokens=False)["input_ids"]
@@ -60,9 +64,18 @@ class PerplexityObjective:
                 f"calibration text has {len(stream)} tokens, {needed} needed for "
                 f"{self.windows}×{self.window_tokens}"
             )
-        windows = torch.tensor(stream[:needed], dtype=torch.long).view(self.windows, text_tokens)
+        return stream[:needed]
+
+    def prepare_stream(self, stream: list[int], bos_token_id: int | None) -> PreparedObjective:
+        """Windows and batches from a text-token stream (`tokenize`'s, or the first ids of a
+        shipped one); BOS is put first in every window when the model needs one."""
+        text_tokens = self.window_tokens - int(self.needs_bos)
+        needed = self.windows * text_tokens
+        if len(stream) < needed:
+            raise DataError(f"token stream has {len(stream)} ids, {needed} needed for {self.windows}×{self.window_tokens}")
+        windows = torch.tensor(list(stream[:needed]), dtype=torch.long).view(self.windows, text_tokens)
         if self.needs_bos:
-            bos = torch.full((self.windows, 1), tokenizer.bos_token_id, dtype=torch.long)
+            bos = torch.full((self.windows, 1), bos_token_id, dtype=torch.long)
             windows = torch.cat([bos, windows], dim=1)
         rows_per_batch = max(1, self.batch_tokens // self.window_tokens)
         batches = [
@@ -105,7 +118,27 @@ class MarginObjective:
         self.batch_tokens = batch_tokens
 
     def prepare(self, tokenizer: Any, items: list[dict]) -> PreparedObjective:
-        packed = [self._pack(tokenizer, item) for item in items]
+        return self.prepare_tokens(items, self.tokenize(tokenizer, items), tokenizer.bos_token_id)
+
+    def tokenize(self, tokenizer: Any, items: list[dict]) -> list[dict[str, list[list[int]]]]:
+        """Per item, the ids of each option's context and continuation, tokenised separately
+        and without BOS: {"contexts": [[...], ...], "continuations": [[...], ...]} (a shipped
+        token file stores these)."""
+        return [
+            {
+                "contexts": [tokenizer(c["context"], add_special_tokens=False)["input_ids"] for c in item["choices"]],
+                "continuations": [tokenizer(c["continuation"], add_special_tokens=False)["input_ids"]
+                                  for c in item["choices"]],
+            }
+            for item in items
+        ]
+
+    def prepare_tokens(self, items: list[dict], tokens: list[dict], bos_token_id: int | None) -> PreparedObjective:
+        """Packed batches from the items (gold option, option count) and their token ids
+        (`tokenize`'s, or a shipped token file's); BOS starts every context when needed."""
+        if len(tokens) != len(items):
+            raise DataError(f"{len(tokens)} token lists for {len(items)} items")
+        packed = [self._pack(item, ids, bos_token_id) for item, ids in zip(items, tokens)]
         # Similar lengths together: less padding. Stable sort keeps the order deterministic.
         order = sorted(range(len(packed)), key=lambda i: len(packed[i][0]))
         batches, group = [], []
@@ -122,12 +155,16 @@ class MarginObjective:
         n_options = np.array([len(item["choices"]) for item in items])
         return PreparedObjective(batches, len(items), digest, gold, n_options)
 
-    def _pack(self, tokenizer: Any, item: dict) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
+    def _pack(self, item: dict, tokens: dict, bos_token_id: int | None
+              ) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
         """One row: shared prefix then each option's remaining context and continuation.
         Returns ids, positions, segments and scored (column predicting, target, option)."""
-        bos = [tokenizer.bos_token_id] if self.needs_bos else []
-        contexts = [bos + tokenizer(c["context"], add_special_tokens=False)["input_ids"] for c in item["choices"]]
-        continuations = [tokenizer(c["continuation"], add_special_tokens=False)["input_ids"] for c in item["choices"]]
+        bos = [bos_token_id] if self.needs_bos else []
+        contexts = [bos + list(context) for context in tokens["contexts"]]
+        continuations = [list(continuation) for continuation in tokens["continuations"]]
+        if len(contexts) != len(item["choices"]) or len(continuations) != len(contexts):
+            raise DataError(f"item {item.get('id')}: token lists for {len(contexts)} options, "
+                            f"the item has {len(item['choices'])}")
         if not all(contexts) or not all(continuations):
             raise DataError(f"item {item.get('id')}: an option has an empty context or continuation")
         shared = _common_prefix_length(contexts)

@@ -196,6 +196,12 @@ def render_sources(results: list[dict[str, Any]]) -> str:
         "Check: `python -m bench data check` (rebuilds into a temporary directory and compares",
         "sha256 with the shipped files).",
         "",
+        "Token files (`tokens-<model>-<objective>.json.gz`, not listed below): the calibration",
+        "token ids of the default SmolLM2 problems, made from the files here by the model's",
+        "tokenizer (`problems/calibration_tokens.py`). `data check` also compares them with what",
+        "the tokenizer gives now and with the shipped tables' token digests; `data rebuild` writes",
+        "missing ones and never replaces ids that merely differ (the tables were built on them).",
+        "",
         "| file | rows | bytes | sha256 |",
         "|---|---|---|---|",
     ]

@@ -6,6 +6,7 @@ evaluations never pays for torch, the model or the tokenisation of the calibrati
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,9 @@ class DeferredLiveOracle:
     @property
     def live(self):
         if self._live is None:
-            self._live = build_live_oracle(self.spec, self.device)
+            check = self._record_token_digest if self.table is not None else None
+            self._live = build_live_oracle(self.spec, self.device, check_tokens=check)
             self.counters = self._live.counters
-            if self.table is not None:
-                self._record_token_digest(self._live.prepared.token_digest)
         return self._live
 
     def evaluate(self, subsets):
@@ -144,37 +144,29 @@ class DeferredLiveOracle:
         return self.live.segment_information(estimator)
 
     def _record_token_digest(self, digest: str) -> None:
-        """The fingerprint hashes the data file and model file; the token ids they give are
-        recorded too, so a changed tokeniser or window recipe cannot silently mix rows."""
-        stored = self.table.info()["attributes"].get("token_digest")
-        if stored is None:
+        """Checked before the model is loaded, hence before anything is evaluated: a table whose
+        token digest differs is refused (the tokenizer library or the data recipe changed); a
+        table without one records this one, with the tokenizer libraries when the ids were
+        made by tokenising rather than read from a shipped token file."""
+        from problems.calibration_tokens import refuse_other_tokens, tokenizer_libraries
+
+        if not refuse_other_tokens(self.table, digest):
             self.table.set_attribute("token_digest", digest)
-        elif stored != digest:
-            raise BadInput(
-                f"calibration tokens differ from those of table {self.table.path} "
-                f"(token digest {digest[:16]} vs stored {stored[:16]}): tokeniser or data recipe changed"
-            )
+            if not self.spec["data"].get("tokens"):
+                self.table.set_attribute("token_libraries", tokenizer_libraries())
 
 
-def build_live_oracle(spec: dict[str, Any], device: str):
-    """Load model and data of `spec` and return its LiveOracle."""
+def build_live_oracle(spec: dict[str, Any], device: str, check_tokens: Callable[[str], None] | None = None):
+    """The LiveOracle of `spec`: calibration tokens first (shipped, or tokenised without loading
+    the weights), passed by digest to `check_tokens` (which raises to refuse them), then the
+    model."""
     from oracle.block_runner import BlockRunner
     from oracle.live import LiveOracle
     from oracle.model_loading import load_model
-    from oracle.objectives import MarginObjective, PerplexityObjective
-    from problems.calibration_data import load_items, load_passages, sample_items, shipped_path
+    from problems.calibration_tokens import prepare_calibration
 
-    source = ModelSource(**spec["model"])
-    loaded = load_model(source, dtype=spec["dtype"], device=device)
-    settings = spec["objective"]
-    data_file = shipped_path(spec["data"]["file"])
-    if settings["name"] == "ppl":
-        objective = PerplexityObjective(
-            settings["windows"], settings["window_tokens"], settings["seed"], source.needs_bos
-        )
-        prepared = objective.prepare(loaded.tokenizer, load_passages(data_file))
-    else:
-        objective = MarginObjective(source.needs_bos, reduce=settings["reduce"])
-        items = sample_items(load_items(data_file), settings["items"], settings["seed"], settings["stratify_by_task"])
-        prepared = objective.prepare(loaded.tokenizer, items)
+    objective, prepared = prepare_calibration(spec)
+    if check_tokens is not None:
+        check_tokens(prepared.token_digest)
+    loaded = load_model(ModelSource(**spec["model"]), dtype=spec["dtype"], device=device)
     return LiveOracle(BlockRunner(loaded.model), objective, prepared, spec["fingerprint"])

@@ -3,10 +3,12 @@
 
 A spec is plain data (model source, objective settings, data file and its digest, dtype). Its
 fingerprint hashes what changes L: the model file digest, the objective settings, the digest of
-the calibration data file with its sampling settings, and the dtype. Given the model file (which
-holds the tokenizer) these determine the calibration token ids exactly, so the fingerprint is
-known without loading anything and replayed tables are checked on machines with no model; the
-token-id digest itself is recorded in the table when live rows are written."""
+the calibration data file with its sampling settings, the digest of the shipped token file when
+there is one, and the dtype, so it is known without loading anything and replayed tables are
+checked on machines with no model. The token ids also depend on the tokenizer library's version:
+the default problems ship theirs (`problems.calibration_tokens`, spec["data"]["tokens"]); for
+the others the token digest is recorded in the table and checked before any live evaluation is
+stored or compared."""
 
 import json
 from dataclasses import asdict, replace
@@ -18,6 +20,7 @@ from oracle.fingerprint import file_digest, fingerprint
 from oracle.model_loading import ModelSource
 from problems import registry
 from problems.calibration_data import shipped_path
+from problems.calibration_tokens import shipped_tokens
 
 MODELS = {
     "smollm2-135m": ModelSource(
@@ -91,11 +94,16 @@ def problem_spec(
         settings.update(reduce=margin_reduce or "mean", stratify_by_task=True)
     elif margin_reduce is not None:
         raise BadInput(f"{name}: margin_reduce applies to margin problems only")
+    data = {"file": data_file.name, "sha256": file_digest(str(data_file))}
+    if model is None:
+        tokens = shipped_tokens(model_name, source, settings, data)
+        if tokens is not None:
+            data["tokens"] = tokens
     spec = {
         "name": name if model is None else f"{Path(model).name}/{objective}",
         "model": {key: value for key, value in asdict(source).items() if value is not None},
         "objective": settings,
-        "data": {"file": data_file.name, "sha256": file_digest(str(data_file))},
+        "data": data,
         "dtype": dtype,
     }
     spec["fingerprint"] = spec_fingerprint(spec)
@@ -128,14 +136,16 @@ def custom_model_source(model: str) -> ModelSource:
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:
     model = spec["model"]
-    return fingerprint(
-        {
-            "model": model.get("sha256") or model.get("path"),
-            "objective": spec["objective"],
-            "data": spec["data"]["sha256"],
-            "dtype": spec["dtype"],
-        }
-    )
+    identity = {
+        "model": model.get("sha256") or model.get("path"),
+        "objective": spec["objective"],
+        "data": spec["data"]["sha256"],
+        "dtype": spec["dtype"],
+    }
+    if spec["data"].get("tokens"):
+        # Shipped token ids (absent otherwise, so fingerprints of tokenised problems stand).
+        identity["tokens"] = spec["data"]["tokens"]["sha256"]
+    return fingerprint(identity)
 
 
 def is_sample_prefix(spec: dict[str, Any], larger: dict[str, Any]) -> bool:

@@ -129,3 +129,41 @@ def test_any_local_hugging_face_model_can_replace_the_default(tmp_path, monkeypa
         evaluations = problem.evaluate([(), (1, 3)])
         assert all(np.isfinite(e.loss) for e in evaluations) and evaluations[0].loss != evaluations[1].loss
         assert problem.oracle.table.path.name.startswith("tiny-llama__ppl__")
+
+
+def test_the_shipped_token_ids_are_what_the_tokenizer_gives_now():
+    """The ids in problems/data/tokens-*.json.gz equal the real tokenizer's, and their digest is
+    the one the shipped tables record (with another transformers release the first may fail:
+    then the shipped ids, not the tokenizer, define the default problems)."""
+    from oracle.table import EvaluationTable
+    from problems.calibration_tokens import token_files
+    from problems.model_problems import problem_spec
+    from tests.test_calibration_tokens import shipped_table
+
+    records = token_files()
+    assert [record["status"] for record in records] == ["matches", "matches"], records
+    for record in records:
+        with EvaluationTable.open(shipped_table(record["problem"]), mode="r") as table:
+            assert table.attribute("token_digest") == record["digest"]
+        assert problem_spec(record["problem"])["data"]["tokens"]["file"] == record["name"]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m/ppl", "smollm2-135m/margin"])
+def test_live_evaluations_on_the_shipped_token_ids_reproduce_the_shipped_rows(name):
+    from oracle.table import EvaluationTable
+    from problems.calibration_tokens import refuse_other_tokens
+    from problems.model_oracles import build_live_oracle
+    from problems.model_problems import problem_spec
+    from tests.test_calibration_tokens import shipped_table
+
+    # ppl reproduces its rows to 1e-6. A margin is a difference of option means whose fp32 sums
+    # depend on how the packed rows are batched: its rows agree to ~2e-5 relative (4.5e-5 nats
+    # per item at most) however they are batched, while other token ids move every row by far more.
+    rel, per_sample_abs = (1e-6, 1e-5) if name.endswith("/ppl") else (1e-4, 2e-4)
+    subsets = [(), (4, 19)]
+    with EvaluationTable.open(shipped_table(name), mode="r") as table:
+        stored = [table.lookup(subset) for subset in subsets]
+        live = build_live_oracle(problem_spec(name), "cpu", check_tokens=lambda digest: refuse_other_tokens(table, digest))
+    for fresh, row in zip(live.evaluate(subsets), stored):
+        assert fresh.loss == pytest.approx(row.loss, rel=rel, abs=0), fresh.subset
+        np.testing.assert_allclose(fresh.per_sample, row.per_sample, rtol=0, atol=per_sample_abs)

@@ -86,3 +86,28 @@ def items() -> list[dict]:
             {"context": "Pick four:", "continuation": " three"},
             {"context": "Pick four:", "continuation": " four"}]},
     ]
+
+
+HF_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789 .,'?!-:;\n\"()"
+
+
+def save_char_tokenizer(directory, shift: int = 0) -> None:
+    """A Hugging Face tokenizer in `directory` (loadable with AutoTokenizer) mapping each
+    lowercased character to one id below VOCAB; `shift` permutes the ids, as a tokenizer library
+    that tokenises differently would."""
+    from tokenizers import Tokenizer, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "</s>": 1, "<s>": 2}
+    for index, character in enumerate(HF_CHARACTERS):
+        vocab[character] = 3 + (index + shift) % len(HF_CHARACTERS)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", eos_token="</s>",
+                            bos_token="<s>").save_pretrained(directory)
+
+
+def save_tiny_model_directory(directory, family: str = "llama", n_blocks: int = 4) -> None:
+    """A local model directory (config, safetensors weights, tokenizer) that `--model` accepts."""
+    tiny_model(family, n_blocks=n_blocks).save_pretrained(directory)
+    save_char_tokenizer(directory)

@@ -210,13 +210,17 @@ def leaderboard(args: Namespace) -> int:
 
 
 def table_info(args: Namespace) -> int:
-    from oracle.table import EvaluationTable
-
     from oracle.surrogate import holdout_error, holdout_summary
+    from oracle.table import EvaluationTable
+    from problems.table_directories import companion_table
 
     with EvaluationTable.open(args.path, mode="r") as table:
         info = table.info()
         arrays = table.to_arrays()
+    companion = companion_table(args.path)
+    if companion is not None:
+        with EvaluationTable.open(companion, mode="r") as other:
+            info["read_with"] = {"path": str(companion), "rows": len(other)}
     error = holdout_error(arrays["removed"], arrays["loss"])
     figures = {key: None if isinstance(value, float) and math.isnan(value) else value
                for key, value in (error.__dict__ if error else {}).items()}
@@ -228,6 +232,9 @@ def table_info(args: Namespace) -> int:
     print(f"fingerprint  {info['fingerprint']}")
     print(f"problem      {info['description']}")
     print(f"rows         {info['rows']} ({info['n_blocks']} blocks, {info['n_samples']} samples per row)")
+    if "read_with" in info:
+        print(f"read with    {info['read_with']['path']} ({info['read_with']['rows']} rows): "
+              "the problem's shipped and user tables are read together")
     coverage = info["coverage"]
     for part in ("singles", "pairs"):
         print(f"{part:<12} {coverage[part]['present']} of {coverage[part]['possible']} present")
@@ -246,9 +253,9 @@ def table_info(args: Namespace) -> int:
 
 def table_datasheet(args: Namespace) -> int:
     from bench.datasheet import render
-    from problems.model_oracles import default_table_directory
+    from problems.table_directories import SHIPPED_TABLES
 
-    directory = args.dir or default_table_directory()
+    directory = args.dir or SHIPPED_TABLES
     if not directory.is_dir() or not any(directory.glob("*.h5")):
         raise BadInput(f"no tables (*.h5) in {directory}")
     (directory / "README.md").write_text(render(directory))
@@ -320,13 +327,11 @@ def report_token_files(write_missing: bool) -> bool:
     """Compare the shipped calibration token ids with what the tokenizer gives now (writing
     missing token files when asked) and their token digests with the shipped tables'; print one
     line per file. True when nothing differs."""
-    from pathlib import Path
-
     from oracle.table import EvaluationTable
     from problems.calibration_tokens import token_files
     from problems.model_problems import problem_spec
+    from problems.table_directories import SHIPPED_TABLES
 
-    tables = Path(__file__).resolve().parent.parent / "surrogate_tables"
     good = True
     for row in token_files(write_missing=write_missing):
         libraries = ", ".join(f"{name} {value}" for name, value in row["libraries"].items())
@@ -337,7 +342,7 @@ def report_token_files(write_missing: bool) -> bool:
         good &= row["status"] in ("matches", "written") or row["status"].startswith("skipped")
         if row["digest"]:
             fingerprint = problem_spec(row["problem"])["fingerprint"]
-            path = tables / f"{row['problem'].replace('/', '__')}__{fingerprint}.h5"
+            path = SHIPPED_TABLES / f"{row['problem'].replace('/', '__')}__{fingerprint}.h5"
             if path.exists():
                 with EvaluationTable.open(path, mode="r") as table:
                     try:
@@ -364,14 +369,15 @@ def list_problems(args: Namespace) -> int:
             config = f"unavailable: {error}"
         print(f"  {name:<10} {config}")
     from oracle.table import EvaluationTable
-    from problems.model_oracles import default_table_directory
+    from problems.table_directories import SHIPPED_TABLES, user_table_directory
 
-    directory = default_table_directory()
-    print(f"tables in {directory}:")
-    for path in sorted(directory.glob("*.h5")):
-        with EvaluationTable.open(path, mode="r") as table:
-            info = table.info()
-        print(f"  {path.name}  {info['rows']} rows  {info['description']}")
+    for kind, directory in (("shipped (read-only)", SHIPPED_TABLES), ("user", user_table_directory())):
+        paths = sorted(directory.glob("*.h5"))
+        print(f"{kind} tables in {directory}:" + ("" if paths else " none"))
+        for path in paths:
+            with EvaluationTable.open(path, mode="r") as table:
+                info = table.info()
+            print(f"  {path.name}  {info['rows']} rows  {info['description']}")
     return 0
 
 

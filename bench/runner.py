@@ -18,19 +18,18 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
 import problems
 import solvers
 from bench.metrics import best_so_far, gap, normalised_score
+from oracle.environment import current_environment
 from oracle.errors import BadInput
 from solvers.base import BudgetTooShort
 
@@ -267,23 +266,11 @@ def table_record(problem) -> dict:
 
 
 def write_environment(out: Path, tables: dict[str, dict], command_line: Sequence[str]) -> None:
-    """Versions, machine, tables and command line of the run; tables of earlier runs into the
-    same directory are kept."""
+    """Versions, machine and BLAS (see `oracle.environment`), tables and command line of the run;
+    tables of earlier runs into the same directory are kept."""
     path = out / ENVIRONMENT
     previous = json.loads(path.read_text()).get("tables", {}) if path.exists() else {}
-
-    def installed(package: str) -> str | None:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return None
-
-    environment = {
-        "python": sys.version.split()[0], "numpy": installed("numpy"), "torch": installed("torch"),
-        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-        "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "tables": {**previous, **tables}, "command_line": list(command_line),
-    }
+    environment = {**current_environment(), "tables": {**previous, **tables}, "command_line": list(command_line)}
     _replace(path, json.dumps(environment, indent=2, sort_keys=True) + "\n")
 
 

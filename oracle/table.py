@@ -38,7 +38,6 @@ import fcntl
 import glob
 import json
 import os
-import platform
 import struct
 import time
 import zlib
@@ -50,6 +49,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from oracle.environment import current_environment
 from oracle.errors import BadInput, FingerprintMismatch, TableError, TableLocked
 from oracle.evaluation import Evaluation
 from oracle.fingerprint import canonical_json
@@ -84,20 +84,6 @@ def table_path(directory: str | os.PathLike, problem_name: str, fingerprint: str
     return Path(directory) / f"{safe_name}__{fingerprint}.h5"
 
 
-def current_environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Library versions this process runs with, merged with what the caller knows (torch,
-    transformers, device, machine)."""
-    environment: dict[str, Any] = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "depthbench": _depthbench_version(),
-    }
-    environment.update(extra or {})
-    return environment
-
-
 class EvaluationTable:
     """The memo of one problem: rows of evaluations keyed by subset, on disk and in memory.
 
@@ -115,7 +101,7 @@ class EvaluationTable:
         self._journal: _JournalWriter | None = None
         self._journal_rows = 0
         self._environment_id: int | None = None
-        self._current_environment: dict[str, Any] = {}
+        self._environment_extra: dict[str, Any] | None = None
 
     # ---- construction -------------------------------------------------------------------
 
@@ -435,10 +421,13 @@ class EvaluationTable:
 
     def _writer_environment_id(self) -> int:
         if self._environment_id is None:
-            if self._current_environment in self._environments:
-                self._environment_id = self._environments.index(self._current_environment)
+            # Taken at the first row, once the libraries that computed it (torch) are loaded, and
+            # normalised like the environments read back from JSON to compare with them.
+            current = json.loads(canonical_json(current_environment(self._environment_extra)))
+            if current in self._environments:
+                self._environment_id = self._environments.index(current)
             else:
-                environments = self._environments + [self._current_environment]
+                environments = self._environments + [current]
                 self._journal.write_attribute("environments", environments)
                 self._apply_attribute("environments", environments, time.time())
                 self._environment_id = len(environments) - 1
@@ -566,8 +555,7 @@ class EvaluationTable:
         for pattern in (".tmp*", ".journal.tmp*"):
             for stale in self.path.parent.glob(glob.escape(self.path.name) + pattern):
                 _unlink_quietly(stale)
-        # Compared with environments read back from JSON, so normalise it the same way.
-        self._current_environment = json.loads(canonical_json(current_environment(environment)))
+        self._environment_extra = environment
         if self._journal_records:
             self._compact(start_journal=False)
         self._journal = _JournalWriter.start(_journal_path(self.path), self._generation, self._width, self.n_samples)
@@ -891,14 +879,3 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _depthbench_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("depthbench")
-    except PackageNotFoundError:
-        return "unknown"
-
-

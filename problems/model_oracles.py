@@ -3,31 +3,23 @@
 The model is loaded only when a request misses the table, so replaying or re-reading stored
 evaluations never pays for torch, the model or the tokenisation of the calibration data."""
 
-import os
-import platform
-import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from oracle.errors import BadInput, FingerprintMismatch
 from oracle.evaluation import OracleCounters
+from oracle.layered_table import LayeredTable
 from oracle.memo import MemoOracle, ReplayOracle
 from oracle.model_loading import ModelSource
 from oracle.sample_prefix import SamplePrefixOracle
 from oracle.table import EvaluationTable, table_path
+from problems import table_directories
 from problems.problem import Problem
 from problems.model_problems import description, is_sample_prefix, problem_spec
 
-REPO_TABLES = Path(__file__).resolve().parent.parent / "surrogate_tables"
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def default_table_directory() -> Path:
-    """Where a problem's table lives unless --table says otherwise (DEPTHBENCH_TABLES or the
-    repository's surrogate_tables/)."""
-    return Path(os.environ.get("DEPTHBENCH_TABLES") or REPO_TABLES)
 
 
 def build_problem(
@@ -40,6 +32,8 @@ def build_problem(
     dtype: str | None = None,
     **sizes: Any,
 ) -> Problem:
+    """The problem `name` over its tables: `table` alone when given, else the user's table
+    (see `problems.table_directories`) read together with the shipped one if there is one."""
     dtype = dtype or "float32"
     if dtype not in DTYPES:
         raise BadInput(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -47,67 +41,66 @@ def build_problem(
         raise BadInput(f"dtype {dtype} is not supported on cpu (fp32 is the fast path there)")
     spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)
     n_blocks = spec["model"]["n_blocks"]
-    n_samples = spec["objective"].get("windows") or spec["objective"]["items"]
-    path = Path(table) if table else table_path(default_table_directory(), spec["name"], spec["fingerprint"])
     live = DeferredLiveOracle(spec, device, n_blocks)
     if oracle == "live":
-        store = EvaluationTable.create(
-            path,
-            fingerprint=spec["fingerprint"],
-            n_blocks=n_blocks,
-            n_samples=n_samples,
-            spec=spec,
-            description=description(spec),
-            environment=environment(device),
-        )
+        store = problem_table(spec, table, device, mode="create")
         live.table = store
         chosen = MemoOracle(live, store)
     elif oracle == "replay":
-        chosen = replay_oracle(spec, path, on_miss, live, n_samples)
+        chosen = replay_oracle(spec, table, on_miss, live, device)
     else:
         raise BadInput(f"unknown oracle {oracle!r}: expected 'live' or 'replay'")
     return Problem(name=spec["name"], n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
 
 
-def replay_oracle(spec: dict[str, Any], path: Path, on_miss: str, live: "DeferredLiveOracle", n_samples: int):
-    """Replay from the problem's own table, or from a table of the same problem built with more
+def problem_table(spec: dict[str, Any], table: str | Path | None, device: str, mode: str):
+    """The explicit `table`, else the problem's user table, layered over its shipped table when
+    there is one. mode 'create' (a missing table is created), 'a' (an existing one is appended
+    to) or 'r'; a layered table creates its user table on its first write in either writing mode."""
+    create = partial(
+        EvaluationTable.create,
+        fingerprint=spec["fingerprint"],
+        n_blocks=spec["model"]["n_blocks"],
+        n_samples=sample_count(spec),
+        spec=spec,
+        description=description(spec),
+        environment={"device": device},
+    )
+    if table is None:
+        path = table_path(table_directories.user_table_directory(), spec["name"], spec["fingerprint"])
+        shipped = table_path(table_directories.SHIPPED_TABLES, spec["name"], spec["fingerprint"])
+        if shipped.exists() and shipped.resolve() != path.resolve():
+            shipped_table = EvaluationTable.open(shipped, mode="r", expected_fingerprint=spec["fingerprint"])
+            return LayeredTable(shipped_table, path, partial(create, path) if mode != "r" else None)
+    else:
+        path = Path(table)
+    return create(path) if mode == "create" else EvaluationTable.open(path, mode=mode)
+
+
+def replay_oracle(spec: dict[str, Any], table: str | Path | None, on_miss: str, live: "DeferredLiveOracle",
+                  device: str):
+    """Replay from the problem's tables, or from a table of the same problem built with more
     calibration samples (its first per-sample losses are this problem's)."""
-    mode = "a" if on_miss == "live" else "r"
-    store = EvaluationTable.open(path, mode=mode)
+    store = problem_table(spec, table, device, mode="a" if on_miss == "live" else "r")
     if store.fingerprint == spec["fingerprint"]:
-        live.table = store if mode == "a" else None
+        live.table = store if on_miss == "live" else None
         return ReplayOracle(store, on_miss=on_miss, live=live)
     store.close()
     if not is_sample_prefix(spec, store.spec):
         raise FingerprintMismatch(
-            f"table {path} was built for fingerprint {store.fingerprint}, "
+            f"table {store.path} was built for fingerprint {store.fingerprint}, "
             f"but the problem has fingerprint {spec['fingerprint']}"
         )
     if on_miss != "strict":
-        raise BadInput(f"table {path} has more calibration samples than the problem: replay it with on_miss='strict'")
-    store = EvaluationTable.open(path, mode="r")
-    return SamplePrefixOracle(ReplayOracle(store), n_samples, spec["fingerprint"])
+        raise BadInput(f"table {store.path} has more calibration samples than the problem: "
+                       "replay it with on_miss='strict'")
+    return SamplePrefixOracle(ReplayOracle(EvaluationTable.open(store.path, mode="r")), sample_count(spec),
+                              spec["fingerprint"])
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Versions and machine the rows are made in (metadata, never part of the fingerprint)."""
-
-    def installed(package: str) -> str | None:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": installed("torch"),
-        "transformers": installed("transformers"),
-        "depthbench": installed("depthbench"),
-        "device": device,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
+def sample_count(spec: dict[str, Any]) -> int:
+    """Calibration samples per row: windows (ppl) or items (margin)."""
+    return spec["objective"].get("windows") or spec["objective"]["items"]
 
 
 class DeferredLiveOracle:
@@ -120,7 +113,7 @@ class DeferredLiveOracle:
         self.n_blocks = n_blocks
         self.fingerprint = spec["fingerprint"]
         self.counters = OracleCounters()
-        self.table: EvaluationTable | None = None
+        self.table: EvaluationTable | LayeredTable | None = None
         self._live = None
 
     @property

@@ -28,9 +28,9 @@ from problems.calibration_tokens import (
     token_file_name,
 )
 from problems.model_problems import problem_spec, spec_fingerprint
+from problems.table_directories import SHIPPED_TABLES
 from tests.tiny_models import CharTokenizer, save_char_tokenizer, save_tiny_model_directory
 
-SHIPPED_TABLES = Path(__file__).resolve().parents[1] / "surrogate_tables"
 DEFAULTS = ("smollm2-135m/ppl", "smollm2-135m/margin")
 # What the default fingerprints were before the token files: the spec without them still gives it.
 FINGERPRINT_WITHOUT_TOKEN_FILE = {"smollm2-135m/ppl": "e83eb213fa5ba7bf", "smollm2-135m/margin": "42239ca33ffa52a2"}

@@ -191,9 +191,9 @@ def test_surrogate_replay_answers_misses_without_a_model(capsys, monkeypatch):
 
 
 def test_table_info_prints_the_surrogate_error_line(capsys):
-    from problems.model_oracles import REPO_TABLES
+    from problems.table_directories import SHIPPED_TABLES
 
-    code, out, _ = run(capsys, "table", "info", str(next(REPO_TABLES.glob("*.h5"))))
+    code, out, _ = run(capsys, "table", "info", str(next(SHIPPED_TABLES.glob("*.h5"))))
     line = next(line for line in out.splitlines() if line.startswith("surrogate    "))
     assert code == 0 and "MAE" in line and "Spearman ρ" in line and "second-order stage exact" in line
 

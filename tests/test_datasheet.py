@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.datasheet import render, third_order
-from problems.model_oracles import REPO_TABLES
+from problems.table_directories import SHIPPED_TABLES
 
 N = 6
 
@@ -40,7 +40,7 @@ def test_third_order_needs_every_single_and_pair():
 
 
 def test_datasheet_of_a_directory_outside_the_repository_names_that_directory(tmp_path):
-    table = sorted(REPO_TABLES.glob("*.h5"))[0]
+    table = sorted(SHIPPED_TABLES.glob("*.h5"))[0]
     shutil.copy(table, tmp_path)
     verify = [line.strip() for line in render(tmp_path).splitlines() if "bench table verify" in line]
     assert verify == [f"python -m bench table verify {tmp_path / table.name} --rows 10"]

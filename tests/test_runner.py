@@ -14,7 +14,7 @@ import pytest
 from bench.cli import main
 from bench.runner import RESULTS, annotate, leaderboard, read_rows
 from oracle.table import EvaluationTable
-from problems.model_oracles import REPO_TABLES
+from problems.table_directories import SHIPPED_TABLES
 
 GRID = ["run", "--problem", "synthetic/quadratic-N12-seed0", "--k", "3", "--solvers", "greedy,random,exact"]
 
@@ -193,8 +193,8 @@ def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
     assert {r["best_delta"] for r in annotate([optimistic])} == {0.5}  # unless nothing was measured
 
 
-@pytest.mark.skipif(not (any(REPO_TABLES.glob("smollm2-135m__ppl__*.h5"))
-                         and any(REPO_TABLES.glob("smollm2-135m__margin__*.h5"))), reason="needs the shipped tables")
+@pytest.mark.skipif(not (any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5"))
+                         and any(SHIPPED_TABLES.glob("smollm2-135m__margin__*.h5"))), reason="needs the shipped tables")
 def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
     out = tmp_path / "default"

@@ -10,10 +10,10 @@ import problems
 import solvers
 from bench.datasheet import render
 from oracle.table import EvaluationTable
-from problems.model_oracles import REPO_TABLES
+from problems.table_directories import SHIPPED_TABLES
 from problems.model_problems import problem_spec
 
-TABLES = sorted(REPO_TABLES.glob("*.h5"))
+TABLES = sorted(SHIPPED_TABLES.glob("*.h5"))
 
 
 def test_the_default_problems_have_tables():
@@ -39,8 +39,8 @@ def test_shipped_table_matches_the_registry_and_stays_small(path):
 def test_datasheet_describes_the_shipped_tables_as_they_are():
     """Compared on what cannot vary between machines (the surrogate's error figures may differ in
     the last digit): the generated text's lines about tables, rows and best subsets."""
-    shipped = (REPO_TABLES / "README.md").read_text().splitlines()
-    fresh = render(REPO_TABLES).splitlines()
+    shipped = (SHIPPED_TABLES / "README.md").read_text().splitlines()
+    fresh = render(SHIPPED_TABLES).splitlines()
     stable = [line for line in fresh if not line.startswith("Surrogate")]
     assert [line for line in shipped if not line.startswith("Surrogate")] == stable, \
         "surrogate_tables/README.md is stale: run `python -m bench table datasheet`"

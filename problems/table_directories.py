@@ -1,0 +1,32 @@
+"""Where tables live: the shipped ones, installed with the package and never written, and the
+user's, where live evaluations are stored.
+
+A problem with a shipped table is served by that table and by the user's table of the same
+fingerprint read together (`oracle.layered_table`), so the memo keeps growing while installed
+files never change."""
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import platformdirs
+
+# A regular package on disk, so its resources are plain files (h5py needs a path).
+SHIPPED_TABLES = Path(files("surrogate_tables"))
+
+
+def user_table_directory() -> Path:
+    """$DEPTHBENCH_TABLES when set, else the user's data directory (on Linux
+    ~/.local/share/depthbench/tables). Not created until a table is written."""
+    return Path(os.environ.get("DEPTHBENCH_TABLES") or Path(platformdirs.user_data_dir("depthbench")) / "tables")
+
+
+def companion_table(path: Path) -> Path | None:
+    """The table read together with `path`: the user's table of a shipped one, or the shipped
+    table of a user's one (same file name, hence same fingerprint), if it exists."""
+    shipped, user = SHIPPED_TABLES.resolve(), user_table_directory().resolve()
+    where = path.resolve().parent
+    if shipped == user or where not in (shipped, user):
+        return None
+    companion = (user if where == shipped else shipped) / path.name
+    return companion if companion.exists() else None

@@ -18,13 +18,23 @@ from bench.runner import (
     LEADERBOARD_LEGEND,
     RESULTS,
     annotate,
+    completed,
+    failure_line,
+    failures,
+    format_fidelity,
     format_score,
     leaderboard_cells,
     read_rows,
+    summary_line,
 )
 from oracle.errors import BadInput
 
 REPORT_DIR = "report"
+
+
+class RunSummary(NamedTuple):
+    fidelity: str  # the replay fidelity line
+    failed: list[str]  # one line per cell stopped by a table miss
 
 
 class Section(NamedTuple):
@@ -38,10 +48,10 @@ def build_report(out: Path) -> Path:
     if not (out / RESULTS).exists():
         raise BadInput(f"no {RESULTS} in {out}")
     rows = annotate(read_rows([out]))
-    if not rows:
-        raise BadInput(f"{out / RESULTS} holds no results")
+    if not completed(rows):
+        raise BadInput(f"{out / RESULTS} holds no completed cells ({len(failures(rows))} failed)")
     environment = json.loads((out / ENVIRONMENT).read_text()) if (out / ENVIRONMENT).exists() else {}
-    cells = analysis.by_cell(rows)
+    cells = analysis.by_cell(completed(rows))
     names = sorted({problem for problem, _ in cells})
     table_records = environment.get("tables", {})
     tables = {name: table_label(table_records.get(name)) for name in names}
@@ -90,9 +100,10 @@ def build_report(out: Path) -> Path:
             "points above the dotted line are subsets whose blocks interact badly, below it well."))
 
     board = leaderboard_cells(rows)
-    (target / "summary.md").write_text(markdown(out, board, pairs, cells, tables, sections, environment))
+    runs = RunSummary(summary_line(rows), [failure_line(row) for row in failures(rows)])
+    (target / "summary.md").write_text(markdown(out, board, pairs, cells, tables, sections, environment, runs))
     page = target / "index.html"
-    page.write_text(html_page(out, board, pairs, cells, tables, sections, environment))
+    page.write_text(html_page(out, board, pairs, cells, tables, sections, environment, runs))
     return page
 
 
@@ -165,11 +176,13 @@ def _board_rows(cell: dict, cells) -> list[list[str]]:
     runs = cells[cell["problem"], cell["k"]]
     return [[("* " if s["solver"] == cell["cheapest"] else "") + s["solver"] + (" ~" if s["surrogate"] else ""),
              str(s["seeds"]), f"{s['delta']:.5f}", f"{s['gap']:.5f}", format_score(s["score"]),
-             f"{s['evaluations']:.1f}", f"{s['wall_s']:.2f}", _subset_text(runs[s["solver"]])]
+             f"{s['evaluations']:.1f}", f"{s['wall_s']:.2f}", format_fidelity(s["fidelity"]),
+             _subset_text(runs[s["solver"]])]
             for s in cell["stats"]]
 
 
-BOARD_HEADER = ["solver", "seeds", "mean Δ", "mean gap", "score", "evaluations", "wall s", "subsets removed"]
+BOARD_HEADER = ["solver", "seeds", "mean Δ", "mean gap", "score", "evaluations", "wall s", "fidelity",
+                "subsets removed"]
 
 
 def _cell_heading(cell: dict, tables: dict[str, str]) -> str:
@@ -208,8 +221,11 @@ def _run_line(out: Path, environment: dict) -> str:
     return f"Results in `{out}`, from `{command}` on {machine}, torch {environment.get('torch')}."
 
 
-def markdown(out, board, pairs, cells, tables, sections, environment) -> str:
-    parts = [f"# depthbench report: {out.name}", "", _run_line(out, environment), "", "## Leaderboard", ""]
+def markdown(out, board, pairs, cells, tables, sections, environment, runs: RunSummary) -> str:
+    parts = [f"# depthbench report: {out.name}", "", _run_line(out, environment), "", runs.fidelity + ".", ""]
+    if runs.failed:
+        parts += ["## Failed cells", ""] + [f"- {line}" for line in runs.failed] + [""]
+    parts += ["## Leaderboard", ""]
     for cell in board:
         parts += [f"### {_cell_heading(cell, tables)}", "", _md_table(BOARD_HEADER, _board_rows(cell, cells)), ""]
     parts += [LEADERBOARD_LEGEND, "", "## Spread across solvers", "", _md_table(SPREAD_HEADER, _spread_lines(cells)), ""]
@@ -233,9 +249,12 @@ th{background:#f0f0f0}td:nth-child(n+2):not(:last-child){text-align:right}tr.bes
 img{max-width:100%;border:1px solid #eee}figure{margin:1em 0 2.5em}figcaption{color:#555;font-size:14px}"""
 
 
-def html_page(out, board, pairs, cells, tables, sections, environment) -> str:
+def html_page(out, board, pairs, cells, tables, sections, environment, runs: RunSummary) -> str:
     body = [f"<h1>depthbench report: {html.escape(out.name)}</h1>", f"<p>{html.escape(_run_line(out, environment))}</p>",
-            "<h2>Leaderboard</h2>"]
+            f"<p>{html.escape(runs.fidelity)}.</p>"]
+    if runs.failed:
+        body += ["<h2>Failed cells</h2><ul>", *(f"<li>{html.escape(line)}</li>" for line in runs.failed), "</ul>"]
+    body.append("<h2>Leaderboard</h2>")
     for cell in board:
         cheapest = {i for i, s in enumerate(cell["stats"]) if s["solver"] == cell["cheapest"]}
         body += [f"<h3>{html.escape(_cell_heading(cell, tables))}</h3>",

@@ -12,7 +12,13 @@ Resuming: a cell is identified by (problem, k, solver, seed, solver config, budg
 the budget rule is the cell's budget, "matched" or None; cells already in OUT/results.jsonl
 are skipped. After the grid every row gets the best-known Δ of its (problem, k) (the minimum over
 all rows, and the Δ of a certified exact result if there is one), its gap to it and its score
-normalised against random search (see `bench.metrics.normalised_score`)."""
+normalised against random search (see `bench.metrics.normalised_score`).
+
+Misses: a cell whose solver requests a subset the replayed table lacks (with on_miss='strict')
+fails alone: its row records the error and the subset (`failed`, `missing_subset`), the other
+cells run, the leaderboard and report list it, and a later run retries it. Replay fidelity is
+the share of a cell's oracle requests answered by measured values (table rows or the model),
+not by the surrogate; every row carries it and the leaderboard gives it per solver and overall."""
 
 import csv
 import json
@@ -30,7 +36,7 @@ import problems
 import solvers
 from bench.metrics import best_so_far, gap, normalised_score
 from oracle.environment import current_environment
-from oracle.errors import BadInput
+from oracle.errors import BadInput, TableMiss
 from solvers.base import BudgetTooShort
 
 MATCHED_BUDGET = ("random", "evopress")
@@ -39,8 +45,8 @@ NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ
 RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
 CSV_COLUMNS = (
     "problem", "k", "solver", "seed", "subset", "loss", "delta", "n_evaluations", "n_requests", "wall_s",
-    "oracle_s", "new_evaluations", "table_hits", "surrogate", "predicted", "certified", "budget", "budget_rule", "config",
-    "best_delta", "certified_delta", "gap", "score",
+    "oracle_s", "new_evaluations", "table_hits", "surrogate", "fidelity", "predicted", "certified", "budget",
+    "budget_rule", "config", "best_delta", "certified_delta", "gap", "score", "failed", "missing_subset",
 )
 
 
@@ -93,7 +99,7 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     grid.check()
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows([out])
-    finished = {cell_key(row): row for row in rows}
+    finished = {cell_key(row): row for row in rows if "failed" not in row}
     configs = {name: solvers.get(name).get_config() for name in grid.solvers}
     keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
                             "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])})
@@ -101,15 +107,16 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     # Rows of this grid's cells that used surrogate answers, when this run wants measurements.
     stale = {key for key in keys.values() if measured_only and finished.get(key, {}).get("surrogate", 0) > 0}
     pending = [cell for cell in grid.cells() if keys[cell] not in finished or keys[cell] in stale]
-    rows = [row for row in rows if cell_key(row) not in stale]
-    if rows or stale:
+    retried = {keys[cell] for cell in pending}
+    rows = [row for row in rows if cell_key(row) not in retried]
+    if rows or stale or retried:
         # Drops a torn last line (and rows about to be re-run) before appending to the file.
         _replace(out / RESULTS, "".join(json.dumps(row) + "\n" for row in rows))
     again = f" ({len(stale)} of them again: their rows used surrogate answers)" if stale else ""
     print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
           f"{len(pending)} to run{again}", file=progress, flush=True)
     tables: dict[str, dict] = {}
-    started, evaluations, done, skipped = time.perf_counter(), 0, 0, 0
+    started, evaluations, done, skipped, failed = time.perf_counter(), 0, 0, 0, 0
     with open(out / RESULTS, "a") as results:
         for name in grid.problems:
             cells = [cell for cell in pending if cell[0] == name]
@@ -126,15 +133,23 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
                         skipped += 1
                         print(f"[skipped] {name} k={k} {solver} seed {seed}: {error}", file=progress, flush=True)
                         continue
+                    except TableMiss as error:
+                        row = failed_row(name, k, solver, seed, budget, grid.budget_rule(solver), configs[solver], error)
                     results.write(json.dumps(row) + "\n")
                     results.flush()
                     rows.append(row)
+                    position = f"[{done + skipped + failed + 1}/{len(pending)}] {name} k={k} {solver} seed {seed}"
+                    if "failed" in row:
+                        failed += 1
+                        print(f"{position}: failed: {row['failed']}", file=progress, flush=True)
+                        continue
                     done += 1
                     evaluations += row["n_evaluations"]
                     elapsed = time.perf_counter() - started
-                    print(f"[{done + skipped}/{len(pending)}] {name} k={k} {solver} seed {seed}: Δ {row['delta']:.5f}; "
+                    print(f"{position}: Δ {row['delta']:.5f}, fidelity {format_fidelity(row['fidelity'])}; "
                           f"{evaluations} evaluations ({row['new_evaluations']} new this cell), "
-                          f"{done / elapsed:.2f} cells/s, ETA {(len(pending) - done - skipped) * elapsed / done:.0f} s",
+                          f"{done / elapsed:.2f} cells/s, "
+                          f"ETA {(len(pending) - done - skipped - failed) * elapsed / done:.0f} s",
                           file=progress, flush=True)
     if skipped:
         print(f"{skipped} cells skipped: their budget ended before any k-subset was evaluated", file=progress, flush=True)
@@ -153,7 +168,7 @@ def run_cell(name: str, problem, k: int, solver_name: str, seed: int, budget: in
     spent = {key: value - before[key] for key, value in problem.oracle.counters.as_dict().items()}
     base_loss = result.loss - result.delta
     trace = best_so_far((entry.evaluations, entry.loss - base_loss) for entry in result.trace if len(entry.subset) == k)
-    return {
+    row = {
         "problem": name, "k": k, "solver": solver_name, "seed": seed,
         "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
         "n_evaluations": result.n_evaluations, "n_requests": result.n_requests, "wall_s": result.wall_s,
@@ -162,6 +177,39 @@ def run_cell(name: str, problem, k: int, solver_name: str, seed: int, budget: in
         "budget": budget,
         "budget_rule": budget_rule, "config": result.config, "trace": trace,
     }
+    return {**row, "fidelity": fidelity([row])}
+
+
+def failed_row(name: str, k: int, solver_name: str, seed: int, budget: int | None, budget_rule,
+               config: dict, miss: TableMiss) -> dict:
+    """The row of a cell stopped by a table miss: its key, the error and the missing subset."""
+    return {"problem": name, "k": k, "solver": solver_name, "seed": seed, "budget": budget,
+            "budget_rule": budget_rule, "config": config, "failed": str(miss), "missing_subset": list(miss.subset)}
+
+
+def fidelity(rows: Iterable[dict]) -> float:
+    """The share of the rows' oracle requests answered by measured values (1.0 with none)."""
+    measured = sum(row.get("table_hits", 0) + row.get("new_evaluations", 0) for row in rows)
+    answered = measured + sum(row.get("surrogate", 0) for row in rows)
+    return measured / answered if answered else 1.0
+
+
+def format_fidelity(value: float) -> str:
+    # Floor, so that a run with one predicted answer in a million never prints 100.0%.
+    return f"{math.floor(value * 1000) / 10:.1f}%"
+
+
+def completed(rows: Iterable[dict]) -> list[dict]:
+    """The rows of cells that ran to the end (not stopped by a table miss)."""
+    return [row for row in rows if "failed" not in row]
+
+
+def failures(rows: Iterable[dict]) -> list[dict]:
+    return [row for row in rows if "failed" in row]
+
+
+def failure_line(row: dict) -> str:
+    return f"{row['problem']} k={row['k']} {row['solver']} seed {row['seed']}: subset {row['missing_subset']} missing"
 
 
 def cell_budget(grid: Grid, rows: list[dict], problem: str, k: int, solver: str) -> int | None:
@@ -181,12 +229,16 @@ def cell_key(row: dict) -> tuple:
 
 
 def annotate(rows: list[dict]) -> list[dict]:
-    """Add best_delta, certified_delta, gap and score to every row, per (problem, k)."""
+    """Add best_delta, certified_delta, gap and score to every completed row, per (problem, k);
+    failed rows pass unchanged."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
+    for row in completed(rows):
         groups[row["problem"], row["k"]].append(row)
     annotated = []
     for row in rows:
+        if "failed" in row:
+            annotated.append(row)
+            continue
         group = groups[row["problem"], row["k"]]
         # Predicted losses set the best only when nothing was measured: a search over a
         # surrogate finds exactly where it is too optimistic. A NaN Δ (a broken model) would
@@ -280,7 +332,7 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
     is the solver with the fewest mean evaluations among those whose mean Δ is within 0.5% of
     |best-known Δ| of the best-known Δ. `rows` are annotated (see `annotate`)."""
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
+    for row in completed(rows):
         groups[row["problem"], row["k"]][row["solver"]].append(row)
     cells = []
     for (problem, k), by_solver in sorted(groups.items()):
@@ -295,6 +347,7 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
                 "evaluations": _mean(row["n_evaluations"] for row in runs),
                 "wall_s": _mean(row["wall_s"] for row in runs),
                 "surrogate": sum(row.get("surrogate") or 0 for row in runs),
+                "fidelity": fidelity(runs),
             })
         stats.sort(key=lambda s: (s["delta"], s["evaluations"]))
         near = [s for s in stats if s["delta"] - best <= NEAR_BEST * abs(best)]
@@ -305,6 +358,7 @@ def leaderboard_cells(rows: list[dict]) -> list[dict]:
 
 LEADERBOARD_LEGEND = ("score: (mean Δ of random − Δ)/(mean Δ of random − best-known Δ), 1 = best known, 0 = random, "
                       "— when random already found the best; * = fewest evaluations within 0.5% of best-known Δ; "
+                      "fidelity = share of oracle requests answered by measured values; "
                       "~ = some losses came from the surrogate, not the model (best-known Δ counts measured "
                       "results only, unless none is)")
 
@@ -316,14 +370,26 @@ def leaderboard(rows: list[dict]) -> str:
         lines.append(f"{cell['problem']}, k={cell['k']}: best-known Δ {cell['best']:.5f}"
                      + (f" (certified optimum {cell['certified']:.5f})" if cell["certified"] is not None else ""))
         lines.append(f"  {'solver':<10} {'seeds':>5} {'mean Δ':>10} {'mean gap':>10} {'score':>7} "
-                     f"{'evals':>8} {'wall s':>8}")
+                     f"{'evals':>8} {'wall s':>8} {'fidelity':>9}")
         for s in cell["stats"]:
             mark = "*" if s["solver"] == cell["cheapest"] else " "
             surrogate = "~" if s["surrogate"] else " "
             lines.append(f"{mark} {s['solver']:<10} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
-                         f"{format_score(s['score']):>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f}{surrogate}")
+                         f"{format_score(s['score']):>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f} "
+                         f"{format_fidelity(s['fidelity']):>9}{surrogate}")
     lines.append(LEADERBOARD_LEGEND)
+    lines.append(summary_line(rows))
+    lines += [f"  failed: {failure_line(row)}" for row in failures(rows)]
     return "\n".join(lines)
+
+
+def summary_line(rows: list[dict]) -> str:
+    """Replay fidelity over every completed cell, and the count of failed ones."""
+    done = completed(rows)
+    requests = sum(row.get(count, 0) for row in done for count in ("table_hits", "new_evaluations", "surrogate"))
+    failed = len(failures(rows))
+    return (f"replay fidelity {format_fidelity(fidelity(done))} of {requests:,} oracle requests over {len(done)} cells"
+            + (f"; {failed} cells failed on a table miss (on_miss='strict')" if failed else ""))
 
 
 def format_score(score: float) -> str:

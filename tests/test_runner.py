@@ -96,7 +96,7 @@ def test_a_run_without_surrogate_reruns_cells_whose_rows_used_it(capsys, tmp_pat
     for row in rows:
         row["surrogate"] = 4 if row["solver"] == "greedy" else 0
     (out / RESULTS).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    code, _, err = run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    code, _, err = run(capsys, *GRID, "--seeds", "0", "--on-miss", "strict", "--out", str(out))
     assert code == 0 and "2 already finished, 1 to run (1 of them again: their rows used surrogate answers)" in err
     assert sorted((r["solver"], r["surrogate"]) for r in rows_of(out)) == [("exact", 0), ("greedy", 0), ("random", 0)]
     _, _, err = run(capsys, *GRID, "--seeds", "0", "--on-miss", "surrogate", "--out", str(out))
@@ -200,10 +200,40 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
     out = tmp_path / "default"
     code, stdout, _ = run(capsys, "run", "--out", str(out))
     assert code == 0 and "162 cells run" in stdout  # 2 problems × k=4, 6, 8 × 9 solvers × 3 seeds
+    assert "replay fidelity 100.0% of" in stdout
     rows = read_rows([out])
     assert len(rows) == 162 and {row["k"] for row in rows} == {4, 6, 8}
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)
+
+
+@pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")
+def test_a_strict_miss_fails_its_cell_alone_and_the_run_names_it(capsys, tmp_path, monkeypatch):
+    # At k = 3 the table holds about half of the triples: random search misses at once, while
+    # one-shot's single triple (the best singles) is there.
+    monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
+    out = tmp_path / "strict"
+    argv = ["run", "--problem", "smollm2-135m/ppl", "--k", "3", "--solvers", "random,oneshot", "--seeds", "0",
+            "--on-miss", "strict", "--out", str(out)]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()[-1:]) == 1
+    assert "error: 1 cells failed on a table miss: smollm2-135m/ppl k=3 random seed 0: subset [" in err
+    rows = read_rows([out])
+    failed = [row for row in rows if "failed" in row]
+    assert [row["solver"] for row in failed] == ["random"] and len(failed[0]["missing_subset"]) == 3
+    assert [row["solver"] for row in rows if "failed" not in row] == ["oneshot"]
+    assert "failed: smollm2-135m/ppl k=3 random seed 0" in stdout and "replay fidelity 100.0% of" in stdout
+    assert "random k=3" not in (out / "report" / "summary.md").read_text().split("## Leaderboard")[1]
+    assert "## Failed cells" in (out / "report" / "summary.md").read_text()
+
+    # The default answers the miss with the surrogate: the failed cell runs again, below 100%.
+    code, stdout, err = run(capsys, *argv[:-4], "--out", str(out))
+    assert code == 0 and "1 already finished, 1 to run" in err
+    rows = read_rows([out])
+    assert not [row for row in rows if "failed" in row]
+    random_row = next(row for row in rows if row["solver"] == "random")
+    assert random_row["surrogate"] > 0 and 0 < random_row["fidelity"] < 1
+    assert "replay fidelity 100.0%" not in stdout and "~" in stdout
 
 
 def test_killed_live_run_resumes_without_evaluating_anything_twice(tmp_path):

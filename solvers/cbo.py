@@ -48,9 +48,11 @@ class ConstrainedBinaryOptimisation(Solver):
     (False sets h = 0 in the model, the paper's choice of dropping the first-order term; for an
     ablation); `band` (None, or w: only pairs with |i − j| ≤ w are estimated, the other J_ij are
     0); `ridge_samples`, `ridge_alpha` (random k-subsets and L2 penalty of the ridge fit);
-    `time_limit_s` (HiGHS wall-clock limit for the T solves together, None for none; see
-    `solve_quadratic`: when hit, best incumbents stand in for proven optima, and if not even the
-    ground state got an incumbent the one-shot top-k by h is evaluated instead). `prior` is ignored: the
+    `time_limit_s` (HiGHS wall-clock limit for the T solves together; see `solve_quadratic`:
+    when hit, best incumbents stand in for proven optima, and if not even the ground state got
+    an incumbent the one-shot top-k by h is evaluated instead; None, the default, for none: with
+    a limit the states depend on the machine's speed and load, so a replay would not be a
+    function of the table). `prior` is ignored: the
     singles L({i}) are needed for h anyway.
     """
 
@@ -58,7 +60,7 @@ class ConstrainedBinaryOptimisation(Solver):
 
     def __init__(self, model: str = "pairs", excited_states: int = 10, linear_term: bool = True,
                  band: int | None = None, ridge_samples: int = 200, ridge_alpha: float = 1e-2,
-                 time_limit_s: float = 60.0):
+                 time_limit_s: float | None = None):
         self.model = model
         self.excited_states = excited_states
         self.linear_term = linear_term

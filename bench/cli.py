@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from oracle.errors import BadInput
+from oracle.integers import integer
 
 
 class ArgumentError(BadInput):
@@ -16,6 +17,12 @@ class ArgumentError(BadInput):
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         raise ArgumentError(f"{self.prog}: {message}")
+
+    def _get_values(self, action, arg_strings):
+        # argparse drops the value of `--option=--` and stores [] unconverted, whatever the type.
+        if action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, not '--'")
+        return super()._get_values(action, arg_strings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return args.handler(args) or 0
     except BadInput as error:
-        print(f"error: {error}", file=sys.stderr)
+        # One line, whatever the message carries (echoed input, a library's multi-line detail).
+        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -44,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subset", action="append", default=[], metavar="I,J,…",
                           help="blocks to remove, e.g. 3,7,12 (repeatable; '' is the empty subset)")
     evaluate.add_argument("--subsets-file", type=Path, help="file with one subset per line")
-    evaluate.add_argument("--all-of-size", type=int, nargs="+", metavar="K",
+    evaluate.add_argument("--all-of-size", type=integer, nargs="+", metavar="K",
                           help="every subset of each size K (e.g. 0 1 2 for L(∅), all singles and all pairs)")
-    evaluate.add_argument("--batch-size", type=int, default=None,
+    evaluate.add_argument("--batch-size", type=integer, default=None,
                           help="evaluate and store the subsets in batches of this many, with progress (resumable; default 100)")
     evaluate.add_argument("--order", choices=("given", "predicted"), default="given",
                           help="predicted: lowest L(S) predicted by the surrogate of the problem's table first, so a "
@@ -57,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve = commands.add_parser("solve", help="run one solver on a problem for one k")
     add_problem_arguments(solve)
     solve.add_argument("--solver", required=True, help="registry name, e.g. greedy (see `list`)")
-    solve.add_argument("--k", type=int, required=True, help="number of blocks to remove")
-    solve.add_argument("--budget", type=int, help="maximum unique evaluations")
-    solve.add_argument("--seed", type=int, default=0)
+    solve.add_argument("--k", type=integer, required=True, help="number of blocks to remove")
+    solve.add_argument("--budget", type=integer, help="maximum unique evaluations")
+    solve.add_argument("--seed", type=integer, default=0)
     solve.add_argument("--config", default="{}", help="solver configuration as JSON, e.g. '{\"width\": 3}'")
     solve.add_argument("--json", action="store_true")
     solve.set_defaults(handler=lambda a: _commands().solve(a))
@@ -67,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
     run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl", "smollm2-135m/margin"],
                      help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
-    run.add_argument("--k", nargs="+", type=int, default=[4, 6, 8], help="blocks to remove (default 4 6 8)")
+    run.add_argument("--k", nargs="+", type=integer, default=[4, 6, 8], help="blocks to remove (default 4 6 8)")
     run.add_argument("--solvers", default="panel",
                      help="panel (default: every solver but exact, which would enumerate every k-subset), all, "
                           "or names, e.g. greedy,random,exact")
-    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
+    run.add_argument("--seeds", nargs="+", type=integer, default=[0, 1, 2], help="default 0 1 2")
     run.add_argument("--oracle", choices=("live", "replay"), default="replay")
     run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -97,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=lambda a: _commands().table_info(a))
     verify = table.add_parser("verify", help="re-evaluate a random sample of rows live")
     verify.add_argument("path", type=Path)
-    verify.add_argument("--rows", type=int, default=10, help="rows to re-evaluate (default 10)")
-    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--rows", type=integer, default=10, help="rows to re-evaluate (default 10)")
+    verify.add_argument("--seed", type=integer, default=0)
     verify.add_argument("--device", default="cpu")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=lambda a: _commands().table_verify(a))
@@ -136,9 +144,9 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="float32 (default), bfloat16 or float16 (GPU only)")
     parser.add_argument("--study-sizes", action="store_true",
                         help="the reference study's sizes: 64×2048 tokens (ppl), 128 items (margin)")
-    parser.add_argument("--windows", type=int, help="ppl: number of calibration windows")
-    parser.add_argument("--window-tokens", type=int, help="ppl: tokens per window")
-    parser.add_argument("--items", type=int, help="margin: number of multiple-choice items")
+    parser.add_argument("--windows", type=integer, help="ppl: number of calibration windows")
+    parser.add_argument("--window-tokens", type=integer, help="ppl: tokens per window")
+    parser.add_argument("--items", type=integer, help="margin: number of multiple-choice items")
     parser.add_argument("--margin-reduce", choices=("mean", "pudding_sum"),
                         help="margin: mean over wrong options (default) or PuDDing's sum")
     parser.add_argument("--model", help="any Hugging Face causal LM (local directory or hub id) instead of "

@@ -6,13 +6,17 @@ import math
 import sys
 import time
 from argparse import Namespace
+from pathlib import Path
 
 import numpy as np
 
 import problems
 import solvers
-from oracle.errors import BadInput, DataError, SolverUnavailable
+from oracle.errors import BadInput, DataError, SolverUnavailable, TableError
+from oracle.integers import integer
+from oracle.model_loading import ModelSource, check_device
 from oracle.subset import parse_subset
+from solvers.base import check_seed
 
 
 MAX_ENUMERATED = 1_000_000  # --all-of-size refuses more subsets than this
@@ -56,6 +60,8 @@ def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
             texts += [line for line in args.subsets_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
         except OSError as error:
             raise DataError(f"cannot read subsets file {args.subsets_file}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise DataError(f"subsets file {args.subsets_file} is not UTF-8 text") from None
     if not texts and not enumerated:
         raise BadInput("no subset given: use --subset 3,7,12, --subsets-file FILE or --all-of-size K")
     return [parse_subset(text, n_blocks) for text in texts] + enumerated
@@ -157,6 +163,11 @@ def run(args: Namespace) -> int:
 
     groups = {"all": solvers.names(), "panel": [name for name in solvers.names() if name != "exact"]}
     names = groups.get(args.solvers) or [n.strip() for n in args.solvers.split(",") if n.strip()]
+    if not names:
+        raise BadInput(f"--solvers {args.solvers!r} names no solver")
+    for seed in args.seeds:
+        check_seed(seed)
+    check_output_directory(args.out)
     grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
     rows, ran = run_grid(
         grid, args.out,
@@ -168,6 +179,16 @@ def run(args: Namespace) -> int:
     print(leaderboard(rows))
     print(f"{ran} cells run; results in {args.out}; report {build_report(args.out)}")
     return 0
+
+
+def check_output_directory(out: Path) -> None:
+    """Refuse an --out that cannot become a directory, before any cell runs."""
+    try:
+        existing = next(path for path in (out, *out.parents) if path.exists())
+    except OSError as error:
+        raise BadInput(f"--out {out}: {error.strerror}") from None
+    if not existing.is_dir():
+        raise BadInput(f"--out {out}: {existing} is not a directory")
 
 
 def report(args: Namespace) -> int:
@@ -189,11 +210,11 @@ def parse_budget(words: list[str] | None, names: list[str]) -> int | dict[str, i
         return {name: "matched" for name in MATCHED_BUDGET if name in names}
     try:
         if len(words) == 1 and "=" not in words[0]:
-            return int(words[0])
+            return integer(words[0])
         pairs = [word.split("=", 1) for word in words]
-        if any(len(pair) != 2 for pair in pairs):
+        if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
             raise ValueError
-        return {name.strip(): value if value == "matched" else int(value) for name, value in pairs}
+        return {name.strip(): value if value == "matched" else integer(value) for name, value in pairs}
     except ValueError:
         raise BadInput(f"--budget takes N, matched, or SOLVER=N|matched ..., got {' '.join(words)}") from None
 
@@ -270,9 +291,13 @@ def table_verify(args: Namespace) -> int:
 
     if args.rows < 1:
         raise BadInput(f"--rows must be at least 1, got {args.rows}")
+    check_seed(args.seed)
     with EvaluationTable.open(args.path, mode="r") as table:
-        spec = table.info()["spec"]
+        spec = model_spec_of(table)
         stored = {e.subset: e for e in table.rows()}
+    if not stored:
+        raise BadInput(f"table {args.path} has no rows to verify")
+    check_device(args.device)  # before the calibration data and model are prepared
     subsets = sorted(stored)
     chosen = [subsets[i] for i in np.random.default_rng(args.seed).choice(len(subsets), min(args.rows, len(subsets)), replace=False)]
     # Other calibration tokens (another tokenizer library) make every difference meaningless:
@@ -300,6 +325,23 @@ def table_verify(args: Namespace) -> int:
         print(f"{len(report)} rows re-evaluated; largest relative difference {largest['rel_diff']:.2e} "
               f"(subset {largest['subset']})")
     return 0
+
+
+def model_spec_of(table) -> dict:
+    """The table's problem spec, refused before any model is loaded unless it is a model
+    problem's spec whose fingerprint is the table's (a damaged or foreign spec is not)."""
+    from problems.model_problems import spec_fingerprint
+
+    spec = table.spec
+    try:
+        ModelSource(**spec["model"])
+        ours = spec_fingerprint(spec) == table.fingerprint
+    except (KeyError, TypeError, AttributeError):
+        ours = False
+    if not ours:
+        raise TableError(f"table {table.path} holds no model problem spec of its fingerprint {table.fingerprint}: "
+                         "nothing to re-evaluate")
+    return spec
 
 
 def data_check(args: Namespace) -> int:
@@ -391,5 +433,9 @@ def perf(args: Namespace) -> int:
         return 0
     from bench.perf import oracle_benchmark
 
+    n_blocks = problems.block_count(args.problem)
+    if len(parse_subset(args.base, n_blocks)) == n_blocks:
+        raise BadInput(f"--base {args.base} removes every block: the greedy step has none left to add")
+    check_device(args.device)
     oracle_benchmark(args.problem, args.base, args.device)
     return 0

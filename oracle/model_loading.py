@@ -13,7 +13,7 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from oracle.errors import ModelUnavailable
+from oracle.errors import BadInput, ModelUnavailable
 from oracle.fingerprint import file_digest
 
 
@@ -77,11 +77,22 @@ def locate_package_file(source: ModelSource) -> Path:
     return path
 
 
+def check_device(device: str) -> None:
+    """Refuse a device torch cannot use here, before a model is loaded onto it."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # an unknown device type; a build without it
+        raise BadInput(f"device {device!r} cannot be used here: {error}") from None
+
+
 def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Load model and tokenizer in `dtype` on `device`, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_device(device)
     torch_dtype = getattr(torch, dtype)
     directory = _dequantised_cache(source) if source.package else source.path
     try:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from oracle.errors import InvalidSubset
+from oracle.integers import integer, is_integer
 
 Subset = tuple[int, ...]
 
@@ -13,9 +14,11 @@ Subset = tuple[int, ...]
 def canonical_subset(blocks: Iterable[int], n_blocks: int, k: int | None = None) -> Subset:
     """Return the sorted tuple of `blocks`, refusing duplicates, out-of-range or non-integer
     indices, and (when `k` is given) a size other than k."""
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
+        raise InvalidSubset(f"subset {blocks!r} is not a collection of block indices")
     items = list(blocks)
     for block in items:
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+        if not is_integer(block):
             raise InvalidSubset(f"block index {block!r} is not an integer")
         if not 0 <= block < n_blocks:
             raise InvalidSubset(f"block index {block} is out of range 0..{n_blocks - 1}")
@@ -32,10 +35,11 @@ def parse_subset(text: str, n_blocks: int) -> Subset:
     """Parse '3,7,12', '3 7 12' or '[3, 7, 12]' (or '' / '-' for the empty subset) into a
     canonical subset."""
     text = text.strip()
-    if text in ("", "-", "[]"):
+    inner = (text[1:-1] if text.startswith("[") and text.endswith("]") else text).strip()
+    if inner in ("", "-"):
         return ()
     try:
-        blocks = [int(part) for part in re.split(r"[,\s]+", text.strip("[]")) if part]
+        blocks = [integer(part) for part in re.split(r"[,\s]+", inner) if part]
     except ValueError:
         raise InvalidSubset(f"cannot read subset {text!r}: expected comma-separated block indices") from None
     return canonical_subset(blocks, n_blocks)

@@ -358,6 +358,8 @@ class EvaluationTable:
         oracle.subset.pack_subset), refusing invalid subsets."""
         bits = 0
         n = self.n_blocks
+        if not isinstance(subset, (tuple, list)):
+            return self._canonical_key(canonical_subset(subset, n))
         for block in subset:
             # Anything but a valid plain int goes through canonical_subset for its checks.
             if type(block) is not int or not 0 <= block < n or bits >> block & 1:
@@ -506,10 +508,10 @@ class EvaluationTable:
 
     def _read_h5(self, handle: h5py.File) -> None:
         attrs = handle.attrs
-        missing = [name for name in _REQUIRED_ATTRIBUTES if name not in attrs]
-        if missing:
-            raise _not_a_table(self.path, f"no {missing[0]!r} attribute")
         try:
+            missing = [name for name in _REQUIRED_ATTRIBUTES if name not in attrs]
+            if missing:
+                raise _not_a_table(self.path, f"no {missing[0]!r} attribute")
             format_version = int(attrs["format_version"])
             if format_version > FORMAT_VERSION:
                 raise TableError(
@@ -537,13 +539,16 @@ class EvaluationTable:
                 if name not in handle:
                     raise _not_a_table(self.path, f"no {name!r} dataset")
                 columns[name] = handle[name][()]
-        except (OSError, ValueError, TypeError, KeyError) as error:
+        # RuntimeError: what h5py raises iterating over damaged attributes.
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
             raise _not_a_table(self.path, str(error).splitlines()[0] if str(error) else type(error).__name__) from None
         n = len(columns["loss"])
         for name, column in columns.items():
             expected = (n,) + self._rows.row_shape[name]
             if column.shape != expected:
                 raise _not_a_table(self.path, f"dataset {name!r} has shape {column.shape}, expected {expected}")
+        if n and columns["source"].max() >= len(SOURCES):
+            raise _not_a_table(self.path, f"source codes up to {columns['source'].max()}, expected < {len(SOURCES)}")
         self._rows.extend(columns)
         buffer = self._rows.column("mask").tobytes()
         width = self._width
@@ -837,7 +842,8 @@ def _open_h5(path: Path) -> h5py.File:
         raise
     except (OSError, ValueError) as error:
         if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EISDIR):
-            raise TableError(f"cannot read table {path}: {error.strerror}") from None
+            # os.strerror: h5py's own strerror spans several lines of HDF5 detail.
+            raise TableError(f"cannot read table {path}: {os.strerror(error.errno)}") from None
         raise _not_a_table(path, "not an HDF5 file") from None
 
 

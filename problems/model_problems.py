@@ -17,6 +17,7 @@ from typing import Any
 
 from oracle.errors import BadInput, ModelUnavailable, UnknownProblem
 from oracle.fingerprint import file_digest, fingerprint
+from oracle.integers import is_integer
 from oracle.model_loading import ModelSource
 from problems import registry
 from problems.calibration_data import shipped_path
@@ -79,8 +80,8 @@ def problem_spec(
             continue
         if key not in chosen:
             raise BadInput(f"{name}: unknown size {key!r}; known: {sorted(chosen)}")
-        if int(value) < 1:
-            raise BadInput(f"{name}: {key} must be at least 1, got {value}")
+        if not is_integer(value) or value < 1:
+            raise BadInput(f"{name}: {key} must be an integer of at least 1, got {value!r}")
         chosen[key] = int(value)
     source = MODELS[model_name] if model is None else custom_model_source(model)
     data_file = shipped_path(DATA[objective])
@@ -126,12 +127,26 @@ def custom_model_source(model: str) -> ModelSource:
     weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
     if not config_file.exists() or not weights:
         raise ModelUnavailable(f"{directory} has no config.json or no weight files")
-    config = json.loads(config_file.read_text())
+    config = json_object(config_file)
     config = config.get("text_config", config)
+    n_blocks = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    if not is_integer(n_blocks) or n_blocks < 1:
+        raise ModelUnavailable(f"{config_file} gives no number of blocks (num_hidden_layers)")
     digest = fingerprint({p.name: file_digest(str(p)) for p in weights})
     tokenizer_config = directory / "tokenizer_config.json"
-    needs_bos = bool(tokenizer_config.exists() and json.loads(tokenizer_config.read_text()).get("add_bos_token"))
-    return ModelSource(path=str(directory), sha256=digest, n_blocks=config["num_hidden_layers"], needs_bos=needs_bos)
+    needs_bos = bool(tokenizer_config.exists() and json_object(tokenizer_config).get("add_bos_token"))
+    return ModelSource(path=str(directory), sha256=digest, n_blocks=n_blocks, needs_bos=needs_bos)
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in a file of a model directory; any other content makes the model unusable."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelUnavailable(f"{path} cannot be read as JSON ({type(error).__name__})") from None
+    if not isinstance(content, dict):
+        raise ModelUnavailable(f"{path} does not hold a JSON object")
+    return content
 
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:

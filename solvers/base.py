@@ -8,12 +8,19 @@ from typing import Any
 import numpy as np
 
 from oracle.errors import BadInput
+from oracle.integers import is_integer
 from oracle.subset import Subset
 from solvers.session import BudgetExhausted, SearchSession, TraceEntry
 
 
 class BudgetTooShort(BadInput):
     """The budget ended before the solver had evaluated a single k-subset."""
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed numpy cannot take: seeds are non-negative integers of any size."""
+    if not is_integer(seed) or seed < 0:
+        raise BadInput(f"seed must be a non-negative integer, got {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,12 @@ class Solver:
         subsets evaluated; `prior` gives per-block scores (lower = more removable) to guided
         solvers; `seed` fixes every random choice."""
         session = SearchSession(problem, k, budget)
+        check_seed(seed)
         if prior is not None:
-            prior = np.asarray(prior, dtype=float)
+            try:
+                prior = np.asarray(prior, dtype=float)
+            except (TypeError, ValueError):
+                raise BadInput(f"prior must be {problem.n_blocks} numbers, got {prior!r}") from None
             if prior.shape != (problem.n_blocks,):
                 raise BadInput(f"prior has shape {prior.shape}, expected ({problem.n_blocks},)")
         started = time.perf_counter()

@@ -1,9 +1,13 @@
 """Solvers by name: `solvers.get("greedy", barriers=True)`."""
 
 import importlib
+import numbers
+import types
+import typing
 from typing import Any
 
 from oracle.errors import BadInput, SolverUnavailable
+from oracle.integers import is_integer
 
 # name → "module:class"; modules are imported on use so one solver's library never slows another.
 SOLVERS: dict[str, str] = {
@@ -33,10 +37,39 @@ def get(name: str, **config: Any):
     except ModuleNotFoundError as error:
         raise SolverUnavailable(f"solver {name!r} needs {error.name}, which is not installed: "
                                 f"pip install 'depthbench[solvers]'") from None
+    hints = typing.get_type_hints(solver_class.__init__)
+    for option, value in config.items():
+        if option in hints and not conforms(value, hints[option]):
+            raise BadInput(f"{name} {option} must be {described(hints[option])}, not {value!r}")
     try:
         return solver_class(**config)
     except TypeError as error:
         raise BadInput(f"solver {name!r}: {error}") from None
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a configuration value has the type its constructor declares. A configuration
+    comes from JSON, which has no tuples (a list stands for one) and no float/int distinction
+    for whole numbers (an int is a float); a bool is no int."""
+    arguments = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, argument) for argument in arguments)
+    if origin is tuple:
+        return (isinstance(value, (tuple, list)) and len(value) == len(arguments)
+                and all(conforms(item, argument) for item, argument in zip(value, arguments)))
+    if hint is int:
+        return is_integer(value)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return hint is Any or isinstance(value, typing.get_origin(hint) or hint)
+
+
+def described(hint: Any) -> str:
+    """A type hint as a message says it: `int or None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(described(argument) for argument in typing.get_args(hint))
+    return "None" if hint is type(None) else hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 def names() -> list[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from oracle.errors import BadInput
 from oracle.evaluation import rank_key
+from oracle.integers import is_integer
 from oracle.subset import Subset
 
 
@@ -28,10 +29,10 @@ class TraceEntry:
 
 class SearchSession:
     def __init__(self, problem, k: int, budget: int | None = None):
-        if not 1 <= k < problem.n_blocks:
-            raise BadInput(f"k={k} is out of range 1..{problem.n_blocks - 1} for {problem.name}")
-        if budget is not None and budget < 1:
-            raise BadInput(f"budget must be at least 1 evaluation, got {budget}")
+        if not is_integer(k) or not 1 <= k < problem.n_blocks:
+            raise BadInput(f"k={k!r} is out of range 1..{problem.n_blocks - 1} for {problem.name}")
+        if budget is not None and (not is_integer(budget) or budget < 1):
+            raise BadInput(f"budget must be an integer of at least 1 evaluation, got {budget!r}")
         self.problem = problem
         self.n_blocks = problem.n_blocks
         self.k = k

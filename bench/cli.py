@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "or names, e.g. greedy,random,exact")
     run.add_argument("--seeds", nargs="+", type=integer, default=[0, 1, 2], help="default 0 1 2")
     run.add_argument("--oracle", choices=("live", "replay"), default="replay")
-    run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
+    run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="surrogate",
+                     help="a subset the table lacks: surrogate (default; answered by the table's surrogate, "
+                          "marked ~), strict (that cell fails, the others run), live (evaluated on the model)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--budget", nargs="+", metavar="N|SOLVER=N",
                      help="maximum unique evaluations of every cell (N) or of one solver's cells (e.g. bo=50); "

@@ -116,7 +116,9 @@ def most_promising_first(problem, subsets: list[tuple[int, ...]]) -> list[tuple[
         predicted = Surrogate.from_table(table).predict(subsets)
     except ValueError as error:
         raise BadInput(f"--order predicted: {error} ({table.path})") from None
-    return [subsets[index] for index in np.argsort(predicted, kind="stable")]
+    # Rounded, ties in request order: a surrogate refitted on another BLAS differs in the last
+    # bits, which must not reorder the build.
+    return [subsets[index] for index in np.argsort(np.round(predicted, 9), kind="stable")]
 
 
 def evaluate_in_batches(problem, subsets: list[tuple[int, ...]], batch_size: int) -> list:
@@ -159,7 +161,7 @@ def solve(args: Namespace) -> int:
 
 
 def run(args: Namespace) -> int:
-    from bench.runner import Grid, leaderboard, run_grid
+    from bench.runner import Grid, failure_line, failures, leaderboard, run_grid
 
     groups = {"all": solvers.names(), "panel": [name for name in solvers.names() if name != "exact"]}
     names = groups.get(args.solvers) or [n.strip() for n in args.solvers.split(",") if n.strip()]
@@ -178,6 +180,10 @@ def run(args: Namespace) -> int:
 
     print(leaderboard(rows))
     print(f"{ran} cells run; results in {args.out}; report {build_report(args.out)}")
+    failed = failures(rows)
+    if failed:
+        raise BadInput(f"{len(failed)} cells failed on a table miss: "
+                       + "; ".join(failure_line(row) for row in failed))
     return 0
 
 

@@ -43,6 +43,7 @@ MATCHED_BUDGET = ("random", "evopress")
 DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
 NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ|
 RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
+ROW_KEYS = frozenset({"problem", "k", "solver", "seed", "config", "budget_rule"})  # a cell's key
 CSV_COLUMNS = (
     "problem", "k", "solver", "seed", "subset", "loss", "delta", "n_evaluations", "n_requests", "wall_s",
     "oracle_s", "new_evaluations", "table_hits", "surrogate", "fidelity", "predicted", "certified", "budget",
@@ -272,6 +273,8 @@ def read_rows(directories: Iterable[Path]) -> list[dict]:
                 if number == len(lines):
                     continue
                 raise BadInput(f"{path}:{number} is not a JSON line") from None
+            if not isinstance(row, dict) or not ROW_KEYS <= row.keys():
+                raise BadInput(f"{path}:{number} is not a results row (it needs {', '.join(sorted(ROW_KEYS))})")
             if cell_key(row) not in seen:
                 seen.add(cell_key(row))
                 rows.append(row)

@@ -34,6 +34,8 @@ def build_problem(
 ) -> Problem:
     """The problem `name` over its tables: `table` alone when given, else the user's table
     (see `problems.table_directories`) read together with the shipped one if there is one."""
+    if table is not None and not isinstance(table, (str, Path)):
+        raise BadInput(f"table must be a path, not {table!r}")
     dtype = dtype or "float32"
     if dtype not in DTYPES:
         raise BadInput(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")

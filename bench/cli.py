@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: none, except random=100 evopress=100; 'matched' gives random and evopress "
                           "the mean the other solvers used")
     run.add_argument("--out", type=Path, default=Path("results/default"), help="default results/default")
+    run.add_argument("--jobs", type=integer,
+                     help="problems run at once, each in its own process (default: replay, one per CPU up to "
+                          "the number of problems; live, 1)")
     run.set_defaults(handler=lambda a: _commands().run(a))
 
     report = commands.add_parser("report", help="rebuild the HTML report and Markdown summary of a `run` directory")

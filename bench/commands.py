@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import os
 import sys
 import time
 from argparse import Namespace
@@ -161,7 +162,7 @@ def solve(args: Namespace) -> int:
 
 
 def run(args: Namespace) -> int:
-    from bench.runner import Grid, failure_line, failures, leaderboard, run_grid
+    from bench.runner import Grid, completed, failure_line, leaderboard, run_grid
 
     groups = {"all": solvers.names(), "panel": [name for name in solvers.names() if name != "exact"]}
     names = groups.get(args.solvers) or [n.strip() for n in args.solvers.split(",") if n.strip()]
@@ -171,16 +172,19 @@ def run(args: Namespace) -> int:
         check_seed(seed)
     check_output_directory(args.out)
     grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
-    rows, ran = run_grid(
-        grid, args.out,
-        lambda name: problems.get(name, oracle=args.oracle, on_miss=args.on_miss, device=args.device),
-        ["python", "-m", "bench", *args.argv], measured_only=args.on_miss != "surrogate",
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
+    # Replays are read-only, so problems can run side by side; a live run loads a model per job.
+    jobs = args.jobs or (min(os.cpu_count() or 1, len(args.problem)) if args.oracle == "replay" else 1)
+    rows, ran, failed = run_grid(
+        grid, args.out, {"oracle": args.oracle, "on_miss": args.on_miss, "device": args.device},
+        ["python", "-m", "bench", *args.argv], measured_only=args.on_miss != "surrogate", jobs=jobs,
     )
     from bench.report import build_report
 
     print(leaderboard(rows))
-    print(f"{ran} cells run; results in {args.out}; report {build_report(args.out)}")
-    failed = failures(rows)
+    report = f"report {build_report(args.out)}" if completed(rows) else "no report: no cell completed"
+    print(f"{ran} cells run; results in {args.out}; {report}")
     if failed:
         raise BadInput(f"{len(failed)} cells failed on a table miss: "
                        + "; ".join(failure_line(row) for row in failed))

@@ -23,11 +23,13 @@ not by the surrogate; every row carries it and the leaderboard gives it per solv
 import csv
 import json
 import math
+import multiprocessing
 import os
+import queue
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,17 +92,21 @@ class Grid:
         return [(p, k, s, seed) for p in self.problems for k in self.ks for s in ordered for seed in self.seeds]
 
 
-def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command_line: Sequence[str],
-             progress: TextIO | None = None, measured_only: bool = False) -> tuple[list[dict], int]:
-    """Run the cells of `grid` not yet in `out`; return every row of `out` (annotated) and the
-    number of cells run. With `measured_only` (a run without surrogate answers), a finished
-    cell whose row used surrogate answers is run again and its old row dropped. Progress goes
-    to `progress` (default: stderr)."""
+def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_line: Sequence[str],
+             progress: TextIO | None = None, measured_only: bool = False,
+             jobs: int = 1) -> tuple[list[dict], int, list[dict]]:
+    """Run the cells of `grid` not yet in `out`, each problem built by
+    `problems.get(name, **problem_options)`; return every row of `out` (annotated), the number
+    of cells run and this run's failed rows. With `measured_only` (a run without surrogate
+    answers), a finished cell whose row used surrogate answers is run again and its old row
+    dropped. With `jobs` > 1 that many problems run at once, each in its own process (one
+    writer per table still); rows are appended here as cells end. Progress goes to `progress`
+    (default: stderr)."""
     progress = progress or sys.stderr
     grid.check()
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows([out])
-    finished = {cell_key(row): row for row in rows if "failed" not in row}
+    finished = {cell_key(row): row for row in completed(rows)}
     configs = {name: solvers.get(name).get_config() for name in grid.solvers}
     keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
                             "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])})
@@ -116,48 +122,130 @@ def run_grid(grid: Grid, out: Path, build_problem: Callable[[str], Any], command
     again = f" ({len(stale)} of them again: their rows used surrogate answers)" if stale else ""
     print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
           f"{len(pending)} to run{again}", file=progress, flush=True)
+    work = [ProblemWork(name, [cell[1:] for cell in pending if cell[0] == name],
+                        [row for row in completed(rows) if row["problem"] == name])
+            for name in grid.problems if any(cell[0] == name for cell in pending)]
+    tally = _Tally(len(pending), progress)
     tables: dict[str, dict] = {}
-    started, evaluations, done, skipped, failed = time.perf_counter(), 0, 0, 0, 0
     with open(out / RESULTS, "a") as results:
-        for name in grid.problems:
-            cells = [cell for cell in pending if cell[0] == name]
-            if not cells:
-                continue
-            with build_problem(name) as problem:
-                tables[name] = table_record(problem)
-                for _, k, solver, seed in cells:
-                    budget = cell_budget(grid, rows, name, k, solver)
-                    try:
-                        row = run_cell(name, problem, k, solver, seed, budget, grid.budget_rule(solver))
-                    except BudgetTooShort as error:
-                        # One solver's budget is too short; the other cells still run.
-                        skipped += 1
-                        print(f"[skipped] {name} k={k} {solver} seed {seed}: {error}", file=progress, flush=True)
-                        continue
-                    except TableMiss as error:
-                        row = failed_row(name, k, solver, seed, budget, grid.budget_rule(solver), configs[solver], error)
-                    results.write(json.dumps(row) + "\n")
-                    results.flush()
-                    rows.append(row)
-                    position = f"[{done + skipped + failed + 1}/{len(pending)}] {name} k={k} {solver} seed {seed}"
-                    if "failed" in row:
-                        failed += 1
-                        print(f"{position}: failed: {row['failed']}", file=progress, flush=True)
-                        continue
-                    done += 1
-                    evaluations += row["n_evaluations"]
-                    elapsed = time.perf_counter() - started
-                    print(f"{position}: Δ {row['delta']:.5f}, fidelity {format_fidelity(row['fidelity'])}; "
-                          f"{evaluations} evaluations ({row['new_evaluations']} new this cell), "
-                          f"{done / elapsed:.2f} cells/s, "
-                          f"ETA {(len(pending) - done - skipped - failed) * elapsed / done:.0f} s",
-                          file=progress, flush=True)
-    if skipped:
-        print(f"{skipped} cells skipped: their budget ended before any k-subset was evaluated", file=progress, flush=True)
+        for kind, name, payload in _problem_events(work, grid, problem_options, configs, jobs):
+            if kind == "table":
+                tables[name] = payload
+            elif kind == "skipped":
+                tally.skipped(payload)
+            else:
+                results.write(json.dumps(payload) + "\n")
+                results.flush()
+                rows.append(payload)
+                tally.row(payload)
+    if tally.n_skipped:
+        print(f"{tally.n_skipped} cells skipped: their budget ended before any k-subset was evaluated",
+              file=progress, flush=True)
     rows = annotate(rows)
     write_rows(out, rows)
     write_environment(out, tables, command_line)
-    return rows, done
+    return rows, tally.n_done, tally.failed
+
+
+@dataclass(frozen=True)
+class ProblemWork:
+    name: str
+    cells: list[tuple[int, str, int]]  # (k, solver, seed), in grid order
+    rows: list[dict]  # the problem's completed rows so far (matched budgets read them)
+
+
+def _problem_events(work: list[ProblemWork], grid: Grid, problem_options: dict, configs: dict,
+                    jobs: int) -> Iterator[tuple[str, str, Any]]:
+    """("table", problem, record), ("skipped", problem, line) and ("row", problem, row) events
+    of every problem's cells: in this process one problem after the other, or from `jobs`
+    worker processes at once."""
+    if jobs <= 1 or len(work) <= 1:
+        for item in work:
+            yield from _run_problem(item, grid, problem_options, configs)
+        return
+    # Fork where it is safe, so workers know every problem registered in this process: on Linux
+    # the parent has run no torch or OpenMP work yet (it only checked the grid). Elsewhere spawn,
+    # whose workers know the problems a fresh interpreter knows.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with context.Manager() as manager, context.Pool(min(jobs, len(work))) as pool:
+        events = manager.Queue()
+        pending = [pool.apply_async(_run_problem_into, (item, grid, problem_options, configs, events))
+                   for item in work]
+        running = len(pending)
+        while running:
+            try:
+                kind, name, payload = events.get(timeout=1.0)
+            except queue.Empty:
+                for result in pending:
+                    if result.ready():
+                        result.get()  # a worker that died without its "end" raises here
+                continue
+            if kind == "end":
+                running -= 1
+            elif kind == "error":
+                raise (BadInput(payload[1]) if payload[0] else RuntimeError(payload[1]))
+            else:
+                yield kind, name, payload
+
+
+def _run_problem_into(item: ProblemWork, grid: Grid, problem_options: dict, configs: dict, events) -> None:
+    """A worker process's loop: the events of one problem's cells, put on `events`, then "end"
+    (or "error" with whether it was bad input, and the message)."""
+    try:
+        for event in _run_problem(item, grid, problem_options, configs):
+            events.put(event)
+    except Exception as error:  # reported to the parent, which raises it there
+        events.put(("error", item.name, (isinstance(error, BadInput), str(error))))
+    events.put(("end", item.name, None))
+
+
+def _run_problem(item: ProblemWork, grid: Grid, problem_options: dict,
+                 configs: dict) -> Iterator[tuple[str, str, Any]]:
+    rows = list(item.rows)
+    with problems.get(item.name, **problem_options) as problem:
+        yield "table", item.name, table_record(problem)
+        for k, solver, seed in item.cells:
+            budget = cell_budget(grid, rows, item.name, k, solver)
+            try:
+                row = run_cell(item.name, problem, k, solver, seed, budget, grid.budget_rule(solver))
+                rows.append(row)
+            except BudgetTooShort as error:
+                # One solver's budget is too short; the other cells still run.
+                yield "skipped", item.name, f"[skipped] {item.name} k={k} {solver} seed {seed}: {error}"
+                continue
+            except TableMiss as error:
+                row = failed_row(item.name, k, solver, seed, budget, grid.budget_rule(solver), configs[solver], error)
+            yield "row", item.name, row
+
+
+class _Tally:
+    """Counts cells as they end and prints a progress line for each."""
+
+    def __init__(self, planned: int, progress: TextIO):
+        self.planned = planned
+        self.progress = progress
+        self.started = time.perf_counter()
+        self.n_done = self.n_skipped = self.evaluations = 0
+        self.failed: list[dict] = []
+
+    def skipped(self, line: str) -> None:
+        self.n_skipped += 1
+        print(line, file=self.progress, flush=True)
+
+    def row(self, row: dict) -> None:
+        ended = self.n_done + self.n_skipped + len(self.failed) + 1
+        position = f"[{ended}/{self.planned}] {row['problem']} k={row['k']} {row['solver']} seed {row['seed']}"
+        if "failed" in row:
+            self.failed.append(row)
+            print(f"{position}: failed: {row['failed']}", file=self.progress, flush=True)
+            return
+        self.n_done += 1
+        self.evaluations += row["n_evaluations"]
+        elapsed = time.perf_counter() - self.started
+        print(f"{position}: Δ {row['delta']:.5f}, fidelity {format_fidelity(row['fidelity'])}; "
+              f"{self.evaluations} evaluations ({row['new_evaluations']} new this cell), "
+              f"{self.n_done / elapsed:.2f} cells/s, ETA {(self.planned - ended) * elapsed / ended:.0f} s",
+              file=self.progress, flush=True)
 
 
 def run_cell(name: str, problem, k: int, solver_name: str, seed: int, budget: int | None, budget_rule) -> dict:
@@ -218,7 +306,7 @@ def cell_budget(grid: Grid, rows: list[dict], problem: str, k: int, solver: str)
     rule = grid.budget_rule(solver)
     if rule != "matched":
         return rule
-    others = [row["n_evaluations"] for row in rows
+    others = [row["n_evaluations"] for row in completed(rows)
               if row["problem"] == problem and row["k"] == k and row["solver"] in grid.solvers
               and row["solver"] not in MATCHED_BUDGET and row["seed"] in grid.seeds]
     return max(1, round(sum(others) / len(others))) if others else None
@@ -256,8 +344,9 @@ def annotate(rows: list[dict]) -> list[dict]:
 
 
 def read_rows(directories: Iterable[Path]) -> list[dict]:
-    """The rows of the results files of `directories`, each cell once (the first one read)."""
-    rows, seen = [], set()
+    """The rows of the results files of `directories`, each cell once: the first one read, unless
+    that one failed and a later one did not."""
+    rows: dict[tuple, dict] = {}
     for directory in directories:
         path = Path(directory) / RESULTS
         if not path.exists():
@@ -275,10 +364,10 @@ def read_rows(directories: Iterable[Path]) -> list[dict]:
                 raise BadInput(f"{path}:{number} is not a JSON line") from None
             if not isinstance(row, dict) or not ROW_KEYS <= row.keys():
                 raise BadInput(f"{path}:{number} is not a results row (it needs {', '.join(sorted(ROW_KEYS))})")
-            if cell_key(row) not in seen:
-                seen.add(cell_key(row))
-                rows.append(row)
-    return rows
+            key = cell_key(row)
+            if key not in rows or ("failed" in rows[key] and "failed" not in row):
+                rows[key] = row
+    return list(rows.values())
 
 
 def write_rows(out: Path, rows: list[dict]) -> None:

@@ -106,7 +106,8 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu")
 
 def load_tokenizer(source: ModelSource) -> Any:
     """The model's tokenizer alone: calibration tokens are made (and checked against a table's
-    token digest) before the weights are loaded."""
+    token digest) before the weights are loaded into the model, though a packaged model's first
+    use still dequantises its weights into the cache this reads the tokenizer from."""
     from transformers import AutoTokenizer
 
     directory = _dequantised_cache(source) if source.package else source.path

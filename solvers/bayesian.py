@@ -4,9 +4,10 @@ A Gaussian process over the 0/1 masks of evaluated k-subsets, with a set kernel 
 only on the symmetric difference of two subsets and a mean that is linear in the summed prior
 scores of the removed blocks, proposes each next subset by maximising expected improvement over
 a candidate pool that only ever holds k-subsets (swap neighbours of the best subsets found and
-prior-weighted random subsets). The GP's linear algebra is torch's; the set kernel is a
-gpytorch kernel and the expected improvement uses botorch's numerically safe normal functions.
-torch is imported at module top because this module is imported only when "bo" is requested.
+prior-weighted random subsets). The GP's linear algebra is torch's, the expected improvement
+uses botorch's numerically safe normal functions, and the posterior equals that of botorch's
+SingleTaskGP at the same hyperparameters (a test compares them). torch is imported at module
+top because this module is imported only when "bo" is requested.
 """
 
 import itertools
@@ -17,8 +18,6 @@ import numpy as np
 import torch
 from botorch.utils.probability.utils import log_erfcx, log_phi, ndtr, phi
 from botorch.utils.safe_math import log1mexp
-from gpytorch.constraints import Positive
-from gpytorch.kernels import Kernel
 
 from oracle.errors import BadInput
 from oracle.evaluation import rank_key
@@ -38,9 +37,10 @@ NOISE_RATIO_GRID = tuple(10.0 ** (half / 2) for half in range(-8, 1))
 DECAY_PRIOR = (3.0, 0.5)
 OUTPUTSCALE_PRIOR = (2.0, 0.15)
 # Every choice bo makes from numbers it computed (the grid point, the acquisition's argmax)
-# compares them rounded to this many decimals, ties going to the first in a fixed order: the
+# compares them rounded to this many decimals, ties going to the first in a fixed order. The
 # last-bit differences that BLAS builds, instruction sets and thread counts cause (about 1e-12
-# here) then cannot change a choice, so a replay is a function of the table alone.
+# here) can then change a choice only when a value lies that close to a rounding boundary and
+# decides the comparison, a chance of the order of 1e-12/1e-6 per value compared.
 DECIMALS = 6
 
 
@@ -299,7 +299,7 @@ class SubsetGP:
         self.mean_features = mean_features
         self.coefficients = torch.tensor(hyperparameters.coefficients, dtype=torch.float64)
         scale = hyperparameters.outputscale
-        covariance = scale * torch.exp(-hyperparameters.decay * kernel.distances(train_x, train_x))
+        covariance = scale * kernel(train_x, train_x, hyperparameters.decay)
         noise = scale * hyperparameters.noise_ratio
         self.factor = torch.linalg.cholesky(covariance + noise * torch.eye(len(train_x), dtype=torch.float64))
         residual = train_y - mean_features(train_x) @ self.coefficients
@@ -308,7 +308,7 @@ class SubsetGP:
     def marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of f at the rows of x."""
         scale = self.hyperparameters.outputscale
-        cross = scale * torch.exp(-self.hyperparameters.decay * self.kernel.distances(x, self.train_x))
+        cross = scale * self.kernel(x, self.train_x, self.hyperparameters.decay)
         mean = self.mean_features(x) @ self.coefficients + cross @ self.weights
         whitened = torch.linalg.solve_triangular(self.factor, cross.T, upper=False)
         return mean, scale - (whitened * whitened).sum(0)
@@ -320,7 +320,6 @@ class Hyperparameters:
     noise_ratio: float  # ν/σ²
     outputscale: float  # σ²
     coefficients: tuple[float, ...]  # of the mean's regression: a, then b with a prior mean
-    score: float  # log marginal likelihood + log priors of λ and σ²
 
 
 def select_hyperparameters(distances: torch.Tensor, targets: torch.Tensor, features: torch.Tensor,
@@ -356,8 +355,7 @@ def select_hyperparameters(distances: torch.Tensor, targets: torch.Tensor, featu
     i, j = divmod(best, len(noise_ratios))
     return Hyperparameters(decay=float(decays[i]), noise_ratio=float(noise_ratios[j]),
                            outputscale=float(outputscale[i, j]),
-                           coefficients=tuple(float(c) for c in coefficients[i, j, :, 0]),
-                           score=float(score[i, j]))
+                           coefficients=tuple(float(c) for c in coefficients[i, j, :, 0]))
 
 
 def _log_gamma_density(x: torch.Tensor, shape: float, rate: float) -> torch.Tensor:
@@ -386,49 +384,31 @@ def log_expected_improvement(mean: torch.Tensor, sigma: torch.Tensor, best: floa
     return torch.where(u >= -1.0, near, far) + sigma.log()
 
 
-class SubsetKernel(Kernel):
+class SubsetKernel:
     """exp(−λ·d(S, S')) on 0/1 masks, with d the symmetric difference over 2k ("hamming") or
     over the union ("jaccard", the Jaccard distance).
 
     Both are positive semi-definite for every λ > 0: the first is a Gaussian kernel on the masks
     (|S△S'| = ‖x − x'‖²); the second is exp(−λ)·exp(λ·T) with T the Tanimoto similarity, a
-    positive definite kernel, and the exponential of one is positive definite. Wrap it in a
-    ScaleKernel for σ²."""
+    positive definite kernel, and the exponential of one is positive definite."""
 
-    def __init__(self, k: int, distance: str = "hamming", **kwargs):
+    def __init__(self, k: int, distance: str = "hamming"):
         if distance not in KERNELS:
             raise BadInput(f"distance={distance!r} is not one of {', '.join(KERNELS)}")
-        super().__init__(**kwargs)
         self.k = k
         self.distance = distance
-        self.register_parameter("raw_decay", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1)))
-        self.register_constraint("raw_decay", Positive())
 
-    @property
-    def decay(self) -> torch.Tensor:
-        return self.raw_decay_constraint.transform(self.raw_decay)
-
-    @decay.setter
-    def decay(self, value: float | torch.Tensor) -> None:
-        value = torch.as_tensor(value).to(self.raw_decay)
-        self.initialize(raw_decay=self.raw_decay_constraint.inverse_transform(value))
-
-    def distances(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
-        """d(S, S') between the rows of x1 and x2 (all pairs, or row by row with `diag`)."""
-        if diag:
-            overlap = (x1 * x2).sum(-1)
-            size1, size2 = x1.sum(-1), x2.sum(-1)
-        else:
-            overlap = x1 @ x2.transpose(-1, -2)
-            size1, size2 = x1.sum(-1).unsqueeze(-1), x2.sum(-1).unsqueeze(-2)
+    def distances(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """d(S, S') between every row of x1 and every row of x2."""
+        overlap = x1 @ x2.transpose(-1, -2)
+        size1, size2 = x1.sum(-1).unsqueeze(-1), x2.sum(-1).unsqueeze(-2)
         symmetric = size1 + size2 - 2 * overlap
         if self.distance == "hamming":
             return symmetric / (2 * self.k)
         return symmetric / (size1 + size2 - overlap).clamp_min(1)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params) -> torch.Tensor:
-        decay = self.decay[..., 0] if diag else self.decay
-        return torch.exp(-decay * self.distances(x1, x2, diag))
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, decay: float) -> torch.Tensor:
+        return torch.exp(-decay * self.distances(x1, x2))
 
 
 # --- array helpers ----------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def solve_quadratic(h: np.ndarray, J: np.ndarray, k: int, count: int,
     non-decreasing energy order, equal energies by subset (fewer if C(N, k) < count), as
     (subset, energy) pairs, h and J rounded to multiples of QUANTUM. HiGHS proves each state
     optimal to 1e-9, so only states whose energies differ by less than that could come out in
-    another order with another build of HiGHS.
+    another order, or (at the last state wanted) another one be chosen, with another build of
+    HiGHS.
 
     Only the upper triangle of J (i < j) is read. NaN/inf coefficients (a removal that broke the
     model) become a finite penalty larger than twice any achievable energy magnitude of the

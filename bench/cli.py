@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="surrogate",
                      help="a subset the table lacks: surrogate (default; answered by the table's surrogate, "
                           "marked ~), strict (that cell fails, the others run), live (evaluated on the model)")
-    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_model_arguments(run)
     run.add_argument("--budget", nargs="+", metavar="N|SOLVER=N",
                      help="maximum unique evaluations of every cell (N) or of one solver's cells (e.g. bo=50); "
                           "default: none, except random=100 evopress=100; 'matched' gives random and evopress "
@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf = commands.add_parser("perf", help="oracle benchmarks: prefix reuse, FLOP/s, table lookups")
     perf.add_argument("--problem", default="smollm2-135m/ppl")
     perf.add_argument("--base", default="5,20", help="fixed subset the greedy step extends (default 5,20)")
-    perf.add_argument("--device", default="cpu")
+    perf.add_argument("--shape", help="random weights of a named architecture instead of the problem's model "
+                                      "(llama3-8b, qwen3-8b, smollm2-135m): the cost without the weights")
+    perf.add_argument("--step-subsets", type=integer,
+                      help="measure that many evenly spaced subsets of the greedy step (default: all)")
+    add_model_arguments(perf)
     perf.add_argument("--solvers", action="store_true",
                       help="instead: solver optimality gaps and overhead on synthetic problems (no model)")
     perf.set_defaults(handler=lambda a: _commands().perf(a))
@@ -145,7 +149,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle", choices=("live", "replay"), default="live")
     parser.add_argument("--on-miss", choices=("strict", "live", "surrogate"), default="strict")
     parser.add_argument("--table", type=Path, help="table file (default: the problem's table)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_model_arguments(parser)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What model problems are built from and where they run (ignored by synthetic problems
+    where it means nothing, refused where it changes what they compute)."""
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, …")
     parser.add_argument("--dtype", help="float32 (default), bfloat16 or float16 (GPU only)")
     parser.add_argument("--study-sizes", action="store_true",
                         help="the reference study's sizes: 64×2048 tokens (ppl), 128 items (margin)")
@@ -158,6 +168,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
                                         "the problem's model")
     parser.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
                         help="start every window and prompt with BOS (default: the model's setting)")
+    parser.add_argument("--batch-tokens", type=integer,
+                        help="tokens per forward (default: 2048 ppl / 512 margin on a CPU, from free memory on "
+                             "a GPU); changes speed and memory, not the loss")
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="where live evaluations run: in this process (local, default) or on Ray model replicas")
+    parser.add_argument("--workers", type=integer, help="ray: model replicas, one GPU each on cuda (default 1)")
+    parser.add_argument("--address", help="ray: the cluster to join (default: a local Ray)")
 
 
 def _commands():

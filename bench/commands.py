@@ -39,10 +39,17 @@ def problem_options(args: Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def execution_options(args: Namespace) -> dict:
+    """Where and how the live oracle runs (never part of a fingerprint)."""
+    options = {"device": args.device, "batch_tokens": args.batch_tokens, "executor": args.executor,
+               "workers": args.workers, "address": args.address}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def problem_from_args(args: Namespace):
-    oracle = {"oracle": args.oracle, "on_miss": args.on_miss, "table": args.table, "device": args.device}
+    oracle = {"oracle": args.oracle, "on_miss": args.on_miss, "table": args.table}
     oracle = {k: v for k, v in oracle.items() if v is not None}
-    return problems.get(args.problem, **oracle, **problem_options(args))
+    return problems.get(args.problem, **oracle, **execution_options(args), **problem_options(args))
 
 
 def read_subsets(args: Namespace, n_blocks: int) -> list[tuple[int, ...]]:
@@ -176,8 +183,9 @@ def run(args: Namespace) -> int:
         raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
     # Replays are read-only, so problems can run side by side; a live run loads a model per job.
     jobs = args.jobs or (min(os.cpu_count() or 1, len(args.problem)) if args.oracle == "replay" else 1)
+    options = {"oracle": args.oracle, "on_miss": args.on_miss, **execution_options(args), **problem_options(args)}
     rows, ran, failed = run_grid(
-        grid, args.out, {"oracle": args.oracle, "on_miss": args.on_miss, "device": args.device},
+        grid, args.out, options,
         ["python", "-m", "bench", *args.argv], measured_only=args.on_miss != "surrogate", jobs=jobs,
     )
     from bench.report import build_report
@@ -441,11 +449,26 @@ def perf(args: Namespace) -> int:
         gap_benchmark()
         overhead_benchmark()
         return 0
-    from bench.perf import oracle_benchmark
+    from bench.perf import check_shape, oracle_benchmark, table_lookup_benchmark
+    from problems.model_oracles import check_dtype
 
-    n_blocks = problems.block_count(args.problem)
+    shaping = problem_options(args)
+    if args.executor or args.workers or args.address:
+        raise BadInput("perf measures one replica in this process: --executor, --workers and --address do not apply")
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise BadInput(f"--batch-tokens must be at least 1, got {args.batch_tokens}")
+    if args.step_subsets is not None and args.step_subsets < 1:
+        raise BadInput(f"--step-subsets must be at least 1, got {args.step_subsets}")
+    check_shape(args.shape)
+    n_blocks = problems.block_count(args.problem, **shaping)
+    if args.shape is not None:
+        from bench.perf import SHAPES
+
+        n_blocks = SHAPES[args.shape][1]["num_hidden_layers"]
     if len(parse_subset(args.base, n_blocks)) == n_blocks:
         raise BadInput(f"--base {args.base} removes every block: the greedy step has none left to add")
     check_device(args.device)
-    oracle_benchmark(args.problem, args.base, args.device)
+    check_dtype(args.device, shaping.get("dtype"))
+    oracle_benchmark(args.problem, args.base, args.device, shaping, args.batch_tokens, args.shape, args.step_subsets)
+    table_lookup_benchmark(n_blocks, 16)
     return 0

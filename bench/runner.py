@@ -47,7 +47,7 @@ NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ
 RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
 ROW_KEYS = frozenset({"problem", "k", "solver", "seed", "config", "budget_rule"})  # a cell's key
 CSV_COLUMNS = (
-    "problem", "k", "solver", "seed", "subset", "loss", "delta", "n_evaluations", "n_requests", "wall_s",
+    "problem", "fingerprint", "k", "solver", "seed", "subset", "loss", "delta", "n_evaluations", "n_requests", "wall_s",
     "oracle_s", "new_evaluations", "table_hits", "surrogate", "fidelity", "predicted", "certified", "budget",
     "budget_rule", "config", "best_delta", "certified_delta", "gap", "score", "failed", "missing_subset",
 )
@@ -61,7 +61,7 @@ class Grid:
     seeds: Sequence[int]
     budget: int | dict[str, int | str] | None = None  # every cell's, or per solver name (N or "matched")
 
-    def check(self) -> None:
+    def check(self, problem_options: dict[str, Any] | None = None) -> None:
         """Refuse bad input before any problem or table is opened."""
         for name in self.solvers:
             solvers.get(name)
@@ -76,7 +76,7 @@ class Grid:
         if unknown:
             raise BadInput(f"--budget names solvers not in the grid: {', '.join(sorted(unknown))}")
         for name in self.problems:
-            n_blocks = problems.block_count(name)
+            n_blocks = problems.block_count(name, **(problem_options or {}))
             for k in self.ks:
                 if not 1 <= k <= n_blocks - 1:
                     raise BadInput(f"k={k} is out of range 1..{n_blocks - 1} for {name}")
@@ -103,9 +103,11 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
     writer per table still); rows are appended here as cells end. Progress goes to `progress`
     (default: stderr)."""
     progress = progress or sys.stderr
-    grid.check()
+    grid.check(problem_options)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows([out])
+    fingerprints = {name: problems.fingerprint_of(name, **problem_options) for name in grid.problems}
+    check_same_problems(out, rows, fingerprints)
     finished = {cell_key(row): row for row in completed(rows)}
     configs = {name: solvers.get(name).get_config() for name in grid.solvers}
     keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
@@ -145,6 +147,16 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
     write_rows(out, rows)
     write_environment(out, tables, command_line)
     return rows, tally.n_done, tally.failed
+
+
+def check_same_problems(out: Path, rows: list[dict], fingerprints: dict[str, str]) -> None:
+    """Refuse to add rows of a problem to an `out` that holds rows of the same name computed
+    differently (other sizes, model, dtype, …): their Δ would be compared as if equal."""
+    for row in rows:
+        expected = fingerprints.get(row["problem"])
+        if expected is not None and row.get("fingerprint", expected) != expected:
+            raise BadInput(f"{out} holds {row['problem']} results of problem fingerprint {row['fingerprint']}, "
+                           f"this run's is {expected} (other sizes, model or dtype): give another --out")
 
 
 @dataclass(frozen=True)
@@ -258,7 +270,7 @@ def run_cell(name: str, problem, k: int, solver_name: str, seed: int, budget: in
     base_loss = result.loss - result.delta
     trace = best_so_far((entry.evaluations, entry.loss - base_loss) for entry in result.trace if len(entry.subset) == k)
     row = {
-        "problem": name, "k": k, "solver": solver_name, "seed": seed,
+        "problem": name, "fingerprint": problem.oracle.fingerprint, "k": k, "solver": solver_name, "seed": seed,
         "subset": list(result.subset), "loss": result.loss, "delta": result.delta,
         "n_evaluations": result.n_evaluations, "n_requests": result.n_requests, "wall_s": result.wall_s,
         "oracle_s": spent["cost_s"], "new_evaluations": spent["evaluations"], "table_hits": spent["hits"],

@@ -50,6 +50,7 @@ class BlockRunner:
             raise BadInput(f"{type(model).__name__}: blocks are not a ModuleList at model.model.layers")
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.model = model
+        self.config = config
         self.backbone = backbone
         self.layers = backbone.layers
         self.n_blocks = len(self.layers)
@@ -74,12 +75,12 @@ class BlockRunner:
 
     # --- per batch -------------------------------------------------------------------------
     def context(self, batch: TokenBatch) -> BatchContext:
+        """The batch must already be on the model's device (LiveOracle moves it once)."""
         embeddings_like = torch.empty(0, dtype=self.dtype, device=self.device)
         masks, rotary = {}, {}
         for layer_type in set(self.layer_types):
             window = self.sliding_window if layer_type == "sliding_attention" else None
-            mask = batch.attention_mask(window, self.dtype, self.causal_without_mask)
-            masks[layer_type] = None if mask is None else mask.to(self.device)
+            masks[layer_type] = batch.attention_mask(window, self.dtype, self.causal_without_mask)
             if self._rotary_by_type:
                 rotary[layer_type] = self.backbone.rotary_emb(embeddings_like, batch.position_ids, layer_type)
             else:
@@ -119,7 +120,7 @@ class BlockRunner:
             targets = batch.score_target[start : start + self.head_chunk]
             pieces.append(logits.log_softmax(-1).gather(1, targets[:, None])[:, 0])
         self.flops.head_flops += 2.0 * self._head_params * selected.shape[0]
-        return torch.cat(pieces) if pieces else torch.empty(0)
+        return torch.cat(pieces) if pieces else torch.empty(0, device=hidden.device)
 
     # --- details ---------------------------------------------------------------------------
     @staticmethod

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from oracle.block_runner import BlockRunner
+from oracle.devices import CPU_DENSE_CACHE_BYTES, to_host
 from oracle.errors import BadInput
 from oracle.evaluation import Evaluation, OracleCounters
 from oracle.mutual_information import canonical_information, principal_basis
@@ -32,7 +33,7 @@ class LiveOracle:
         prepared: PreparedObjective,
         fingerprint: str,
         prefix_reuse: bool = True,
-        dense_cache_bytes: int = 2 << 30,
+        dense_cache_bytes: int = CPU_DENSE_CACHE_BYTES,
     ):
         self.runner = runner
         self.objective = objective
@@ -66,14 +67,15 @@ class LiveOracle:
         self.counters.cost_s += cost * len(unique)
         return [results[subset] for subset in subsets]
 
-    def _logprobs(self, unique: list[Subset]) -> dict[Subset, list[torch.Tensor]]:
-        """Scored log-probabilities of each subset, one tensor per calibration batch."""
+    def _logprobs(self, unique: list[Subset]) -> dict[Subset, torch.Tensor]:
+        """Scored log-probabilities of each subset, every batch's in order, on the CPU: they
+        leave the device once per subset."""
         logprobs = {subset: [] for subset in unique}
         with torch.no_grad():
             for index, batch in enumerate(self._batches):
                 for subset, scores in self._run_batch(index, batch, unique):
                     logprobs[subset].append(scores)
-        return logprobs
+        return {subset: to_host(torch.cat(pieces)) for subset, pieces in logprobs.items()}
 
     def block_scores(self, criterion: str) -> np.ndarray:
         """Per-block scores, shape (N,), lower = more removable.
@@ -144,17 +146,18 @@ class LiveOracle:
         with torch.no_grad():
             for index, batch in enumerate(self._batches):
                 dense = self._dense_states(index, batch, self.runner.context(batch))
-                real = batch.segment_ids >= 0
+                real = to_host(batch.segment_ids >= 0)
                 for depth in range(self.n_blocks + 1):
-                    per_depth[depth].append(dense(depth)[real].float().cpu().numpy())
+                    per_depth[depth].append(to_host(dense(depth).float())[real].numpy())
         return [np.concatenate(parts) for parts in per_depth]
 
     def _hidden_state_summary(self) -> tuple[np.ndarray, np.ndarray]:
         """One dense pass over the calibration batches: the cosine Block Influence of each block
-        and the float64 states at the last real token of every sample, shape (N+1, samples, d)."""
+        and the float64 states at the last real token of every sample, shape (N+1, samples, d).
+        Both are computed on the device; only the N sums and the last-token states leave it."""
         if self._summary is None:
             n = self.n_blocks
-            influence = np.zeros(n)
+            influence = torch.zeros(n, dtype=torch.float64, device=self.runner.device)
             tokens = 0
             last_states: list[list[np.ndarray]] = [[] for _ in range(n + 1)]
             with torch.no_grad():
@@ -164,16 +167,17 @@ class LiveOracle:
                     columns = torch.arange(real.shape[1], device=real.device)
                     last = torch.where(real, columns, -1).max(1).values
                     rows = torch.arange(real.shape[0], device=real.device)
-                    tokens += int(real.sum())
+                    tokens += int(to_host(real.sum()))
                     previous = None
+                    # Padding is weighted out rather than indexed out: no data-dependent shapes.
                     for depth in range(n + 1):
-                        state = dense(depth)
-                        current = state[real].double().cpu().numpy()
-                        last_states[depth].append(state[rows, last].double().cpu().numpy())
+                        current = dense(depth).double()
+                        last_states[depth].append(to_host(current[rows, last]).numpy())
                         if previous is not None:
-                            influence[depth - 1] += float(np.sum(1.0 - _cosine(previous, current)))
+                            influence[depth - 1] += ((1.0 - _cosine(previous, current)) * real).sum()
                         previous = current
-            self._summary = influence / tokens, np.stack([np.concatenate(parts) for parts in last_states])
+            self._summary = to_host(influence).numpy() / tokens, np.stack(
+                [np.concatenate(parts) for parts in last_states])
         return self._summary
 
     def _visit_order(self, subset: Subset) -> tuple[bool, ...]:
@@ -232,9 +236,12 @@ def _common_prefix(a: tuple[bool, ...], b: tuple[bool, ...]) -> int:
     return len(a)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity; an undefined one (a zero vector) counts as 0.5, ShortGPT's
-    convention."""
+def _cosine(a, b):
+    """Row-wise cosine similarity of numpy arrays or tensors (on their device); an undefined one
+    (a zero vector) counts as 0.5, ShortGPT's convention."""
+    if isinstance(a, torch.Tensor):
+        cosine = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+        return torch.where(torch.isnan(cosine), 0.5, cosine)
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     return np.where(np.isnan(cosine), 0.5, cosine)

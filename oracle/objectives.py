@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from oracle.devices import CPU_BATCH_TOKENS
 from oracle.errors import DataError
 from oracle.token_batch import TokenBatch
 
@@ -39,7 +40,8 @@ class PreparedObjective:
 class PerplexityObjective:
     name = "ppl"
 
-    def __init__(self, windows: int, window_tokens: int, seed: int, needs_bos: bool, batch_tokens: int = 2048):
+    def __init__(self, windows: int, window_tokens: int, seed: int, needs_bos: bool,
+                 batch_tokens: int = CPU_BATCH_TOKENS["ppl"]):
         self.windows = windows
         self.window_tokens = window_tokens
         self.seed = seed
@@ -99,9 +101,11 @@ class PerplexityObjective:
             score_option=torch.zeros_like(row),
         )
 
-    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
+    def reduce(self, prepared: PreparedObjective, scores: torch.Tensor) -> np.ndarray:
+        """Per-sample losses from the scored log-probabilities of every batch, concatenated in
+        batch order, on the CPU (where the prepared batches' indices are)."""
         samples = torch.cat([b.score_sample for b in prepared.batches])
-        values = torch.cat(logprobs).double()
+        values = scores.double()
         total = torch.zeros(prepared.n_samples, dtype=torch.float64).index_add_(0, samples, -values)
         count = torch.zeros(prepared.n_samples, dtype=torch.float64).index_add_(0, samples, torch.ones_like(values))
         return (total / count).numpy()
@@ -110,7 +114,7 @@ class PerplexityObjective:
 class MarginObjective:
     name = "margin"
 
-    def __init__(self, needs_bos: bool, reduce: str = "mean", batch_tokens: int = 512):
+    def __init__(self, needs_bos: bool, reduce: str = "mean", batch_tokens: int = CPU_BATCH_TOKENS["margin"]):
         if reduce not in ("mean", "pudding_sum"):
             raise DataError(f"margin reduce must be 'mean' or 'pudding_sum', not {reduce!r}")
         self.needs_bos = needs_bos
@@ -197,11 +201,12 @@ class MarginObjective:
         columns = torch.tensor(score, dtype=torch.long).T
         return TokenBatch(input_ids, position_ids, segment_ids, *columns)
 
-    def option_means(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
-        """ℓ_j of every option, shape (samples, most options); −inf beyond an item's options."""
+    def option_means(self, prepared: PreparedObjective, scores: torch.Tensor) -> np.ndarray:
+        """ℓ_j of every option, shape (samples, most options); −inf beyond an item's options.
+        `scores`: the scored log-probabilities of every batch, concatenated, on the CPU."""
         samples = torch.cat([b.score_sample for b in prepared.batches]).numpy()
         options = torch.cat([b.score_option for b in prepared.batches]).numpy()
-        values = torch.cat(logprobs).double().numpy()
+        values = scores.double().numpy()
         width = int(prepared.n_options.max())
         total = np.zeros((prepared.n_samples, width))
         count = np.zeros((prepared.n_samples, width))
@@ -210,17 +215,17 @@ class MarginObjective:
         valid = np.arange(width)[None, :] < prepared.n_options[:, None]
         return np.where(valid, total / np.where(count > 0, count, 1.0), -np.inf)
 
-    def accuracy(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> float:
+    def accuracy(self, prepared: PreparedObjective, scores: torch.Tensor) -> float:
         """Fraction of items whose gold option has the highest ℓ_j (a tie counts as wrong)."""
-        mean = self.option_means(prepared, logprobs)
+        mean = self.option_means(prepared, scores)
         rows = np.arange(prepared.n_samples)
         gold = mean[rows, prepared.gold]
         others = mean.copy()
         others[rows, prepared.gold] = -np.inf
         return float(np.mean(gold > others.max(1)))
 
-    def reduce(self, prepared: PreparedObjective, logprobs: list[torch.Tensor]) -> np.ndarray:
-        mean = self.option_means(prepared, logprobs)
+    def reduce(self, prepared: PreparedObjective, scores: torch.Tensor) -> np.ndarray:
+        mean = self.option_means(prepared, scores)
         n_options = prepared.n_options
         gold = mean[np.arange(prepared.n_samples), prepared.gold]
         valid = np.arange(mean.shape[1])[None, :] < n_options[:, None]

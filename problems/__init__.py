@@ -1,12 +1,13 @@
 """Named problems (model × objective × data, or synthetic): `problems.get(name, **options)`."""
 
 from problems import registry
+from problems.problem import EXECUTION_OPTIONS
 from problems.registry import get, names
 
 
 def block_count(name: str, **options) -> int:
     """N of a named problem, known without building it (so bad input is refused before any
-    table is opened or created). `options` are the problem-shaping options of `get`."""
+    table is opened or created). `options` are those of `get`."""
     registered = registry.registered_block_count(name)
     if registered is not None:
         return registered
@@ -14,7 +15,23 @@ def block_count(name: str, **options) -> int:
         return get(name).n_blocks
     from problems.model_problems import problem_spec
 
-    return problem_spec(name, **options)["model"]["n_blocks"]
+    return problem_spec(name, **_shaping(options))["model"]["n_blocks"]
 
 
-__all__ = ["block_count", "get", "names"]
+def fingerprint_of(name: str, **options) -> str:
+    """The fingerprint of a named problem with `get`'s options, known without building it for
+    model problems (no table opened, no model loaded)."""
+    if name.startswith("synthetic/") or registry.registered_block_count(name) is not None:
+        with get(name, **options) as problem:
+            return problem.oracle.fingerprint
+    from problems.model_problems import problem_spec
+
+    return problem_spec(name, **_shaping(options))["fingerprint"]
+
+
+def _shaping(options: dict) -> dict:
+    """The options that shape a model problem (and so its fingerprint)."""
+    return {key: value for key, value in options.items() if key not in EXECUTION_OPTIONS}
+
+
+__all__ = ["block_count", "fingerprint_of", "get", "names"]

@@ -93,10 +93,13 @@ def encode_token_file(content: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None):
+def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_tokens: int | None = None):
     """(objective, prepared token batches) of a model problem `spec`: from its shipped token
     file when the spec names one (checked against its sha256), else by tokenising with
-    `tokenizer` (default: the model's, loaded without its weights)."""
+    `tokenizer` (default: the model's, loaded without its weights); batches of `batch_tokens`
+    tokens (default: the CPU sizes of `oracle.devices`)."""
+    from oracle.devices import CPU_BATCH_TOKENS
+
     from oracle.model_loading import ModelSource, load_tokenizer
     from oracle.objectives import MarginObjective, PerplexityObjective
     from problems.calibration_data import load_items, load_passages, sample_items, shipped_path
@@ -108,11 +111,12 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None):
     if content is None and tokenizer is None:
         tokenizer = load_tokenizer(source)
     if settings["name"] == "ppl":
-        objective = PerplexityObjective(settings["windows"], settings["window_tokens"], settings["seed"], source.needs_bos)
+        objective = PerplexityObjective(settings["windows"], settings["window_tokens"], settings["seed"],
+                                        source.needs_bos, batch_tokens or CPU_BATCH_TOKENS["ppl"])
         if content is not None:
             return objective, objective.prepare_stream(content["stream"], content["bos_token_id"])
         return objective, objective.prepare(tokenizer, load_passages(data_file))
-    objective = MarginObjective(source.needs_bos, reduce=settings["reduce"])
+    objective = MarginObjective(source.needs_bos, settings["reduce"], batch_tokens or CPU_BATCH_TOKENS["margin"])
     items = sample_items(load_items(data_file), settings["items"], settings["seed"], settings["stratify_by_task"])
     if content is None:
         return objective, objective.prepare(tokenizer, items)

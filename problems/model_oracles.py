@@ -8,8 +8,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from oracle.errors import BadInput, FingerprintMismatch
+from oracle.errors import BadInput, FingerprintMismatch, TableError
 from oracle.evaluation import OracleCounters
+from oracle.integers import is_integer
 from oracle.layered_table import LayeredTable
 from oracle.memo import MemoOracle, ReplayOracle
 from oracle.model_loading import ModelSource
@@ -20,6 +21,7 @@ from problems.problem import Problem
 from problems.model_problems import description, is_sample_prefix, problem_spec
 
 DTYPES = ("float32", "bfloat16", "float16")
+EXECUTORS = ("local", "ray")
 
 
 def build_problem(
@@ -30,20 +32,27 @@ def build_problem(
     device: str = "cpu",
     study_sizes: bool = False,
     dtype: str | None = None,
+    batch_tokens: int | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
     **sizes: Any,
 ) -> Problem:
     """The problem `name` over its tables: `table` alone when given, else the user's table
-    (see `problems.table_directories`) read together with the shipped one if there is one."""
+    (see `problems.table_directories`) read together with the shipped one if there is one.
+    `batch_tokens` (tokens per forward; default chosen for the device, see `oracle.devices`)
+    changes speed and memory only, not L, so it is no part of the fingerprint; so do `executor`
+    ("local": in this process; "ray": `workers` model replicas on Ray, one GPU each on cuda,
+    at `address` or on a local Ray)."""
     if table is not None and not isinstance(table, (str, Path)):
         raise BadInput(f"table must be a path, not {table!r}")
-    dtype = dtype or "float32"
-    if dtype not in DTYPES:
-        raise BadInput(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    if device == "cpu" and dtype != "float32":
-        raise BadInput(f"dtype {dtype} is not supported on cpu (fp32 is the fast path there)")
+    if batch_tokens is not None and (not is_integer(batch_tokens) or batch_tokens < 1):
+        raise BadInput(f"batch_tokens must be an integer of at least 1, got {batch_tokens!r}")
+    dtype = check_dtype(device, dtype)
+    check_executor(executor, workers, address)
     spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)
     n_blocks = spec["model"]["n_blocks"]
-    live = DeferredLiveOracle(spec, device, n_blocks)
+    live = DeferredLiveOracle(spec, device, n_blocks, batch_tokens, (executor, workers, address))
     if oracle == "live":
         store = problem_table(spec, table, device, mode="create")
         live.table = store
@@ -52,7 +61,27 @@ def build_problem(
         chosen = replay_oracle(spec, table, on_miss, live, device)
     else:
         raise BadInput(f"unknown oracle {oracle!r}: expected 'live' or 'replay'")
-    return Problem(name=spec["name"], n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec)
+    return Problem(name=spec["name"], n_blocks=n_blocks, oracle=chosen, description=description(spec), spec=spec,
+                   releases=[live.close])
+
+
+def check_dtype(device: str, dtype: str | None) -> str:
+    """The dtype to run in (float32 unless given), refused where it is unknown or unsupported."""
+    dtype = dtype or "float32"
+    if dtype not in DTYPES:
+        raise BadInput(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if device == "cpu" and dtype != "float32":
+        raise BadInput(f"dtype {dtype} is not supported on cpu (fp32 is the fast path there)")
+    return dtype
+
+
+def check_executor(executor: str, workers: Any, address: str | None) -> None:
+    if executor not in EXECUTORS:
+        raise BadInput(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if not is_integer(workers) or workers < 1:
+        raise BadInput(f"workers must be an integer of at least 1, got {workers!r}")
+    if executor == "local" and (workers != 1 or address is not None):
+        raise BadInput("workers and address need executor 'ray'")
 
 
 def problem_table(spec: dict[str, Any], table: str | Path | None, device: str, mode: str):
@@ -82,7 +111,11 @@ def problem_table(spec: dict[str, Any], table: str | Path | None, device: str, m
 def replay_oracle(spec: dict[str, Any], table: str | Path | None, on_miss: str, live: "DeferredLiveOracle",
                   device: str):
     """Replay from the problem's tables, or from a table of the same problem built with more
-    calibration samples (its first per-sample losses are this problem's)."""
+    calibration samples (its first per-sample losses are this problem's): `table`, or when the
+    problem has no table of its own and misses are strict, such a table in the table
+    directories."""
+    if table is None and on_miss == "strict" and not problem_table_exists(spec):
+        table = larger_sample_table(spec)
     store = problem_table(spec, table, device, mode="a" if on_miss == "live" else "r")
     if store.fingerprint == spec["fingerprint"]:
         live.table = store if on_miss == "live" else None
@@ -100,6 +133,25 @@ def replay_oracle(spec: dict[str, Any], table: str | Path | None, on_miss: str, 
                               spec["fingerprint"])
 
 
+def problem_table_exists(spec: dict[str, Any]) -> bool:
+    return any(table_path(directory, spec["name"], spec["fingerprint"]).exists()
+               for directory in (table_directories.user_table_directory(), table_directories.SHIPPED_TABLES))
+
+
+def larger_sample_table(spec: dict[str, Any]) -> Path | None:
+    """A table of the same problem name whose calibration samples begin with this problem's."""
+    pattern = table_path(".", spec["name"], "*").name
+    for directory in (table_directories.user_table_directory(), table_directories.SHIPPED_TABLES):
+        for path in sorted(Path(directory).glob(pattern)):
+            try:
+                with EvaluationTable.open(path, mode="r") as candidate:
+                    if is_sample_prefix(spec, candidate.spec):
+                        return path
+            except TableError:
+                continue  # an unreadable table serves nothing; it is reported where it is used
+    return None
+
+
 def sample_count(spec: dict[str, Any]) -> int:
     """Calibration samples per row: windows (ppl) or items (margin)."""
     return spec["objective"].get("windows") or spec["objective"]["items"]
@@ -109,9 +161,12 @@ class DeferredLiveOracle:
     """A LiveOracle built on its first request: model load, tokenisation and data reading happen
     only if something must really be evaluated."""
 
-    def __init__(self, spec: dict[str, Any], device: str, n_blocks: int):
+    def __init__(self, spec: dict[str, Any], device: str, n_blocks: int, batch_tokens: int | None = None,
+                 executor: tuple[str, int, str | None] = ("local", 1, None)):
         self.spec = spec
         self.device = device
+        self.batch_tokens = batch_tokens
+        self.executor = executor
         self.n_blocks = n_blocks
         self.fingerprint = spec["fingerprint"]
         self.counters = OracleCounters()
@@ -122,7 +177,11 @@ class DeferredLiveOracle:
     def live(self):
         if self._live is None:
             check = self._record_token_digest if self.table is not None else None
-            self._live = build_live_oracle(self.spec, self.device, check_tokens=check)
+            if self.executor[0] == "ray":
+                self._live = build_ray_oracle(self.spec, self.device, check, self.batch_tokens, *self.executor[1:])
+            else:
+                self._live = build_live_oracle(self.spec, self.device, check_tokens=check,
+                                               batch_tokens=self.batch_tokens)
             self.counters = self._live.counters
         return self._live
 
@@ -138,6 +197,12 @@ class DeferredLiveOracle:
     def segment_information(self, estimator: str = "gaussian"):
         return self.live.segment_information(estimator)
 
+    def close(self) -> None:
+        """Release what the live oracle holds beyond this process (Ray actors)."""
+        close = getattr(self._live, "close", None)
+        if close is not None:
+            close()
+
     def _record_token_digest(self, digest: str) -> None:
         """Checked before the model is loaded, hence before anything is evaluated: a table whose
         token digest differs is refused (the tokenizer library or the data recipe changed); a
@@ -151,17 +216,54 @@ class DeferredLiveOracle:
                 self.table.set_attribute("token_libraries", tokenizer_libraries())
 
 
-def build_live_oracle(spec: dict[str, Any], device: str, check_tokens: Callable[[str], None] | None = None):
+def build_live_oracle(spec: dict[str, Any], device: str, check_tokens: Callable[[str], None] | None = None,
+                      batch_tokens: int | None = None):
     """The LiveOracle of `spec`: calibration tokens first (shipped, or tokenised without loading
     the weights), passed by digest to `check_tokens` (which raises to refuse them), then the
-    model."""
-    from oracle.block_runner import BlockRunner
-    from oracle.live import LiveOracle
+    model (see `live_oracle_on` for the batch size)."""
     from oracle.model_loading import load_model
     from problems.calibration_tokens import prepare_calibration
 
-    objective, prepared = prepare_calibration(spec)
+    prepared = prepare_calibration(spec, batch_tokens=batch_tokens)
     if check_tokens is not None:
-        check_tokens(prepared.token_digest)
+        check_tokens(prepared[1].token_digest)
     loaded = load_model(ModelSource(**spec["model"]), dtype=spec["dtype"], device=device)
-    return LiveOracle(BlockRunner(loaded.model), objective, prepared, spec["fingerprint"])
+    return live_oracle_on(loaded.model, spec, batch_tokens, loaded.tokenizer, prepared)
+
+
+def build_ray_oracle(spec: dict[str, Any], device: str, check_tokens: Callable[[str], None] | None,
+                     batch_tokens: int | None, workers: int, address: str | None):
+    """`build_live_oracle` in each of `workers` Ray actors (one GPU each on cuda); the
+    calibration tokens are checked here first, so a refused table starts no actor."""
+    import torch
+
+    from oracle.ray_executor import RayOracle
+    from problems.calibration_tokens import prepare_calibration
+
+    if check_tokens is not None:
+        check_tokens(prepare_calibration(spec)[1].token_digest)
+    factory = partial(build_live_oracle, spec, device, None, batch_tokens)
+    gpus = 1.0 if torch.device(device).type == "cuda" else 0.0
+    return RayOracle(factory, workers, spec["model"]["n_blocks"], spec["fingerprint"], address, gpus)
+
+
+def live_oracle_on(model: Any, spec: dict[str, Any], batch_tokens: int | None = None, tokenizer: Any = None,
+                   prepared: tuple | None = None):
+    """The LiveOracle of `spec`'s objective on a loaded `model`, in batches of `batch_tokens`
+    tokens: by default as many as the device's free memory holds now that the model is loaded
+    (`oracle.devices`). `prepared` is (objective, batches) already made, used when its batch
+    size is the one chosen."""
+    from oracle import devices
+    from oracle.block_runner import BlockRunner
+    from oracle.live import LiveOracle
+    from problems.calibration_tokens import prepare_calibration
+
+    runner = BlockRunner(model)
+    objective_name = spec["objective"]["name"]
+    batch_tokens = batch_tokens or devices.default_batch_tokens(objective_name, runner.device, runner.config,
+                                                                runner.dtype)
+    if prepared is None or prepared[0].batch_tokens != batch_tokens:
+        prepared = prepare_calibration(spec, tokenizer, batch_tokens)
+    objective, batches = prepared
+    cache = devices.dense_cache_bytes(runner.device, batch_tokens, runner.config, runner.dtype)
+    return LiveOracle(runner, objective, batches, spec["fingerprint"], dense_cache_bytes=cache)

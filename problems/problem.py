@@ -1,11 +1,16 @@
 """The problem contract: a named black-box L(S) over subsets of removed blocks."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from oracle.evaluation import Evaluation, Oracle
 from oracle.subset import Subset, canonical_subset
+
+# Options of `problems.get` that say how a problem's oracle runs, not what it computes: they
+# never enter a fingerprint, and a problem that has no use for one ignores it.
+EXECUTION_OPTIONS = frozenset({"oracle", "table", "device", "on_miss", "batch_tokens", "executor", "workers",
+                               "address"})
 
 
 @dataclass
@@ -18,6 +23,7 @@ class Problem:
     oracle: Oracle
     description: str
     spec: dict[str, Any] = field(default_factory=dict)
+    releases: list[Callable[[], None]] = field(default_factory=list)  # called by close()
     _base_loss: float | None = field(default=None, init=False, repr=False)
 
     def subset(self, blocks: Iterable[int], k: int | None = None) -> Subset:
@@ -43,7 +49,10 @@ class Problem:
         return self.loss(blocks) - self.base_loss()
 
     def close(self) -> None:
-        """Release the problem's table (flushes it and frees the writer lock), if it has one."""
+        """Release the problem's table (flushes it and frees the writer lock), if it has one,
+        and what its oracle holds elsewhere (`releases`: Ray actors, say)."""
+        for release in self.releases:
+            release()
         table = getattr(self.oracle, "table", None)
         if table is not None:
             table.close()

@@ -31,7 +31,7 @@ from oracle.errors import BadInput, UnknownProblem
 from oracle.evaluation import Evaluation, OracleCounters
 from oracle.fingerprint import fingerprint
 from oracle.subset import Subset, canonical_subset
-from problems.problem import Problem
+from problems.problem import EXECUTION_OPTIONS, Problem
 
 FAMILIES = ("quadratic", "higher-order")
 N_BLOCKS_RANGE = (2, 256)
@@ -47,7 +47,6 @@ NAME_FORM = "synthetic/<quadratic|higher-order>-N<2..256>-seed<seed>"
 
 # Options every problem factory may be handed; a synthetic function is computed exactly, so it
 # has no table to read or write, no device and nothing to replay: these are accepted and unused.
-IGNORED_OPTIONS = frozenset({"oracle", "table", "device", "on_miss"})
 ORACLE_KINDS = ("live", "replay")
 
 
@@ -55,11 +54,12 @@ def make_synthetic_problem(name: str, **options: Any) -> Problem:
     """Build the synthetic problem called `name`.
 
     Options: `cost_s` (simulated seconds per evaluation, default 0.0). `oracle` ("live" or
-    "replay"; both give the same exact answers), `table`, `device` and `on_miss` are accepted and
-    ignored; any other option is refused with BadInput."""
-    unknown = sorted(set(options) - IGNORED_OPTIONS - {"cost_s"})
+    "replay"; both give the same exact answers) and the other execution options
+    (`problems.problem.EXECUTION_OPTIONS`) are accepted and ignored; any other option is
+    refused with BadInput."""
+    unknown = sorted(set(options) - EXECUTION_OPTIONS - {"cost_s"})
     if unknown:
-        accepted = ", ".join(sorted(IGNORED_OPTIONS | {"cost_s"}))
+        accepted = ", ".join(sorted(EXECUTION_OPTIONS | {"cost_s"}))
         raise BadInput(f"option(s) {', '.join(unknown)} mean nothing for {name}; accepted: {accepted}")
     oracle_kind = options.get("oracle")
     if oracle_kind is not None and oracle_kind not in ORACLE_KINDS:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import problems
 from bench.cli import main
 from bench.runner import RESULTS, annotate, leaderboard, read_rows
 from oracle.table import EvaluationTable
@@ -234,6 +235,23 @@ def test_a_strict_miss_fails_its_cell_alone_and_the_run_names_it(capsys, tmp_pat
     random_row = next(row for row in rows if row["solver"] == "random")
     assert random_row["surrogate"] > 0 and 0 < random_row["fidelity"] < 1
     assert "replay fidelity 100.0%" not in stdout and "~" in stdout
+
+
+@pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")
+def test_problem_options_shape_the_grid_and_results_of_other_options_are_not_mixed(capsys, tmp_path, monkeypatch):
+    # 8 windows are the first 8 of the shipped 16-window table: a strict replay needs no model.
+    monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
+    out = tmp_path / "windows"
+    argv = ["run", "--problem", "smollm2-135m/ppl", "--k", "2", "--solvers", "oneshot", "--seeds", "0",
+            "--on-miss", "strict", "--out", str(out)]
+    code, _, err = run(capsys, *argv, "--windows", "8", "--batch-tokens", "512")
+    assert code == 0, err
+    [row] = read_rows([out])
+    assert row["fingerprint"] == problems.fingerprint_of("smollm2-135m/ppl", windows=8)
+    assert row["fingerprint"] != problems.fingerprint_of("smollm2-135m/ppl")
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "other sizes, model or dtype" in err and len(err.strip().splitlines()) == 1
+    assert read_rows([out]) == [row]
 
 
 def test_killed_live_run_resumes_without_evaluating_anything_twice(tmp_path):

@@ -107,20 +107,40 @@ class BlockRunner:
         return output[0] if isinstance(output, tuple) else output
 
     def score(self, hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-        """Log-probability of each scored target. The final norm and LM head run only at the
-        scored positions, in chunks, so the [tokens × vocab] logits never exist at once."""
+        """Log-probability of each scored target."""
+        pieces = [logprobs.gather(1, batch.score_target[start : start + len(logprobs), None])[:, 0]
+                  for start, logprobs in self._next_token_logprobs(hidden, batch)]
+        return torch.cat(pieces) if pieces else torch.empty(0, device=hidden.device)
+
+    def distributions(self, hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+        """The next-token log-probabilities over the whole vocabulary at every scored position,
+        [scored, vocab] float32 (the dense reference of a KL objective, made once per batch)."""
+        pieces = [logprobs for _, logprobs in self._next_token_logprobs(hidden, batch)]
+        return torch.cat(pieces) if pieces else torch.empty(0, device=hidden.device)
+
+    def divergence(self, hidden: torch.Tensor, batch: TokenBatch, reference: torch.Tensor) -> torch.Tensor:
+        """KL(reference ‖ this model's next-token distribution) in nats at each scored position;
+        `reference` is `distributions` of the same batch."""
+        pieces = [
+            torch.nn.functional.kl_div(logprobs, reference[start : start + len(logprobs)], reduction="none",
+                                       log_target=True).sum(-1)
+            for start, logprobs in self._next_token_logprobs(hidden, batch)
+        ]
+        return torch.cat(pieces) if pieces else torch.empty(0, device=hidden.device)
+
+    def _next_token_logprobs(self, hidden: torch.Tensor, batch: TokenBatch):
+        """(first row, log-softmax of the logits) per chunk of scored positions. The final norm
+        and LM head run only at the scored positions, in chunks, so the [tokens × vocab] logits
+        never exist at once."""
         selected = hidden[batch.score_row, batch.score_col]
         head = self.model.get_output_embeddings()
-        pieces = []
         for start in range(0, selected.shape[0], self.head_chunk):
             chunk = self.backbone.norm(selected[start : start + self.head_chunk])
             logits = head(chunk).float()
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            targets = batch.score_target[start : start + self.head_chunk]
-            pieces.append(logits.log_softmax(-1).gather(1, targets[:, None])[:, 0])
+            yield start, logits.log_softmax(-1)
         self.flops.head_flops += 2.0 * self._head_params * selected.shape[0]
-        return torch.cat(pieces) if pieces else torch.empty(0, device=hidden.device)
 
     # --- details ---------------------------------------------------------------------------
     @staticmethod

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 # Tokens per forward on a CPU: what the shipped tables were built with.
-CPU_BATCH_TOKENS = {"ppl": 2048, "margin": 512}
+CPU_BATCH_TOKENS = {"ppl": 2048, "kl": 2048, "margin": 512}
 # Bounds on an accelerator: beyond these a forward is already compute-bound on an H200, and
 # larger batches only cost memory the dense-state cache can use better.
-ACCELERATOR_BATCH_TOKENS = {"ppl": 65_536, "margin": 16_384}
+ACCELERATOR_BATCH_TOKENS = {"ppl": 65_536, "kl": 65_536, "margin": 16_384}
 MIN_BATCH_TOKENS = 256
 # Share of the free memory after loading that batches may take; the dense cache gets the rest
 # of ACCELERATOR_MEMORY_SHARE, leaving headroom for the allocator and the LM-head chunks.

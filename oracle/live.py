@@ -46,6 +46,7 @@ class LiveOracle:
         self.counters = OracleCounters()
         self._batches = [batch.to(str(runner.device)) for batch in prepared.batches]
         self._dense: dict[int, list[torch.Tensor]] = {}
+        self._reference: dict[int, torch.Tensor] = {}  # kl: dense distributions per batch
         self._dense_bytes = 0
         self._summary: tuple[np.ndarray, np.ndarray] | None = None
         self._segment_information: np.ndarray | None = None
@@ -207,7 +208,18 @@ class LiveOracle:
                 else:
                     states[block + 1] = runner.run_block(block, states[block], context)
             previous = mask
-            yield subset, runner.score(states[n], batch)
+            if self.objective.needs_dense_distributions:
+                # −KL, so that the objective's reduction (the mean of −score) is the mean KL.
+                yield subset, -runner.divergence(states[n], batch, self._dense_distributions(index, batch, dense))
+            else:
+                yield subset, runner.score(states[n], batch)
+
+    def _dense_distributions(self, index: int, batch, dense) -> torch.Tensor:
+        """The unpruned model's next-token log-probabilities at the batch's scored positions,
+        made once per batch and kept for every later evaluation."""
+        if index not in self._reference:
+            self._reference[index] = self.runner.distributions(dense(self.n_blocks), batch)
+        return self._reference[index]
 
     def _dense_states(self, index: int, batch, context):
         """Hidden states of the unpruned model after each block, computed on demand and kept

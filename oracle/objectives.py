@@ -7,6 +7,8 @@ scored log-probabilities to per-sample losses (lower is better).
   non-overlapping windows of `window_tokens` tokens — `window_tokens − 1` of them when the model
   needs a BOS, which is then put first in every window. Every next-token prediction inside a
   window is scored. Per-sample loss = the window's mean NLL; loss = the mean over windows.
+- `DivergenceObjective` ("kl"): the ppl windows, per-sample loss = mean over the window's
+  next-token positions of KL(p_dense ‖ p_pruned) over the whole vocabulary.
 - `MarginObjective` ("margin"): task likelihood margin. For an item with options j, ℓ_j is the
   mean log-prob of option j's continuation tokens given its context (context and continuation
   tokenised separately). margin = ℓ_gold − mean_{j≠gold} ℓ_j (reduce="mean") or
@@ -39,6 +41,9 @@ class PreparedObjective:
 
 class PerplexityObjective:
     name = "ppl"
+    # Scores are log-probabilities of the targets; a divergence objective scores −KL to the
+    # dense model's distributions instead.
+    needs_dense_distributions = False
 
     def __init__(self, windows: int, window_tokens: int, seed: int, needs_bos: bool,
                  batch_tokens: int = CPU_BATCH_TOKENS["ppl"]):
@@ -111,8 +116,20 @@ class PerplexityObjective:
         return (total / count).numpy()
 
 
+class DivergenceObjective(PerplexityObjective):
+    """"kl": the perplexity windows, scored by KL(p_dense ‖ p_pruned) over the whole vocabulary
+    at every next-token position instead of by the NLL of the text: the pruned model is asked to
+    behave like the dense one, not to fit the text (EvoPress's ranking). Per-sample loss = the
+    window's mean KL in nats; L(∅) = 0. The dense distributions are made once per batch by the
+    live oracle (4 bytes × vocabulary per scored position), never per evaluation."""
+
+    name = "kl"
+    needs_dense_distributions = True
+
+
 class MarginObjective:
     name = "margin"
+    needs_dense_distributions = False
 
     def __init__(self, needs_bos: bool, reduce: str = "mean", batch_tokens: int = CPU_BATCH_TOKENS["margin"]):
         if reduce not in ("mean", "pudding_sum"):

@@ -46,6 +46,11 @@ FORMAT = 1
 #: Models whose default problems ship their token ids.
 TOKEN_MODELS = ("smollm2-135m",)
 TOKENIZER_LIBRARIES = ("transformers", "tokenizers")
+#: Objectives scored on the windows of one text-token stream (the ppl file's); the others are
+#: scored on multiple-choice items.
+WINDOWED = ("ppl", "kl")
+#: The objectives with token files of their own.
+TOKEN_FILE_OBJECTIVES = ("ppl", "margin")
 
 
 def token_file_name(model: str, objective: str) -> str:
@@ -56,13 +61,15 @@ def shipped_tokens(model: str, source: Any, settings: dict[str, Any], data: dict
     """{"file", "sha256"} of the shipped token file that serves the problem of named model
     `model` (its ModelSource `source`, objective `settings`, data {file, sha256}), or None
     when there is none (then the problem tokenises)."""
-    path = DATA_DIR / token_file_name(model, settings["name"])
+    # The windowed objectives (ppl, kl) share one text-token stream: the ppl file.
+    objective = "ppl" if settings["name"] in WINDOWED else settings["name"]
+    path = DATA_DIR / token_file_name(model, objective)
     if not path.is_file():
         return None
     digest, content = _load(path)
     same_origin = (
         content.get("format") == FORMAT
-        and content.get("objective") == settings["name"]
+        and content.get("objective") == objective
         and content.get("model_sha256") == source.sha256
         and content.get("data") == {"file": data["file"], "sha256": data["sha256"]}
         and content.get("seed") == settings["seed"]
@@ -71,7 +78,7 @@ def shipped_tokens(model: str, source: Any, settings: dict[str, Any], data: dict
     )
     if not same_origin:
         return None
-    if settings["name"] == "ppl":
+    if objective == "ppl":
         covered = settings["windows"] * (settings["window_tokens"] - int(source.needs_bos)) <= len(content["stream"])
     else:
         covered = (settings["items"] <= len(content["items"])
@@ -101,7 +108,7 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_token
     from oracle.devices import CPU_BATCH_TOKENS
 
     from oracle.model_loading import ModelSource, load_tokenizer
-    from oracle.objectives import MarginObjective, PerplexityObjective
+    from oracle.objectives import DivergenceObjective, MarginObjective, PerplexityObjective
     from problems.calibration_data import load_items, load_passages, sample_items, shipped_path
 
     source = ModelSource(**spec["model"])
@@ -110,9 +117,10 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_token
     content = _shipped_content(spec["data"]["tokens"]) if spec["data"].get("tokens") else None
     if content is None and tokenizer is None:
         tokenizer = load_tokenizer(source)
-    if settings["name"] == "ppl":
-        objective = PerplexityObjective(settings["windows"], settings["window_tokens"], settings["seed"],
-                                        source.needs_bos, batch_tokens or CPU_BATCH_TOKENS["ppl"])
+    if settings["name"] in WINDOWED:
+        windowed = DivergenceObjective if settings["name"] == "kl" else PerplexityObjective
+        objective = windowed(settings["windows"], settings["window_tokens"], settings["seed"],
+                             source.needs_bos, batch_tokens or CPU_BATCH_TOKENS[settings["name"]])
         if content is not None:
             return objective, objective.prepare_stream(content["stream"], content["bos_token_id"])
         return objective, objective.prepare(tokenizer, load_passages(data_file))
@@ -174,7 +182,7 @@ def token_files(data_dir: str | Path = DATA_DIR, write_missing: bool = False) ->
     default problem from the shipped ids, or None) and libraries (versions tokenising now)."""
     from oracle.errors import ModelUnavailable
     from oracle.model_loading import load_tokenizer
-    from problems.model_problems import DATA, MODELS, problem_spec
+    from problems.model_problems import MODELS, problem_spec
 
     records = []
     for model in TOKEN_MODELS:
@@ -182,7 +190,7 @@ def token_files(data_dir: str | Path = DATA_DIR, write_missing: bool = False) ->
             tokenizer = load_tokenizer(MODELS[model])
         except ModelUnavailable as error:
             tokenizer, why = None, f"skipped: {error}"
-        for objective in DATA:
+        for objective in TOKEN_FILE_OBJECTIVES:
             path = Path(data_dir) / token_file_name(model, objective)
             record = {"name": path.name, "problem": f"{model}/{objective}", "libraries": tokenizer_libraries(),
                       "digest": None, "tokens": None}

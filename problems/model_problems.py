@@ -1,5 +1,5 @@
-"""Problems on real models: `smollm2-135m/ppl`, `smollm2-135m/margin`, `gemma3-270m/ppl`,
-`gemma3-270m/margin`.
+"""Problems on real models: `<model>/ppl`, `<model>/kl` and `<model>/margin` for the models
+`smollm2-135m` and `gemma3-270m` (kl: the ppl windows scored by KL to the dense model).
 
 A spec is plain data (model source, objective settings, data file and its digest, dtype). Its
 fingerprint hashes what changes L: the model file digest, the objective settings, the digest of
@@ -21,7 +21,7 @@ from oracle.integers import is_integer
 from oracle.model_loading import ModelSource
 from problems import registry
 from problems.calibration_data import shipped_path
-from problems.calibration_tokens import shipped_tokens
+from problems.calibration_tokens import WINDOWED, shipped_tokens
 
 MODELS = {
     "smollm2-135m": ModelSource(
@@ -54,9 +54,11 @@ MODEL_LICENCES = {
 
 # Sizes of one evaluation: chosen so that each default problem costs about 3 s on a 2-core CPU
 # (see README); `study_sizes=True` gives the reference study's 64×2048 tokens / 128 items.
-DEFAULT_SIZES = {"ppl": {"windows": 16, "window_tokens": 128}, "margin": {"items": 32}}
-STUDY_SIZES = {"ppl": {"windows": 64, "window_tokens": 2048}, "margin": {"items": 128}}
-DATA = {"ppl": "ppl-boolq-wiki-train", "margin": "margin-cs8-train"}
+DEFAULT_SIZES = {"ppl": {"windows": 16, "window_tokens": 128}, "kl": {"windows": 16, "window_tokens": 128},
+                 "margin": {"items": 32}}
+STUDY_SIZES = {"ppl": {"windows": 64, "window_tokens": 2048}, "kl": {"windows": 64, "window_tokens": 2048},
+               "margin": {"items": 128}}
+DATA = {"ppl": "ppl-boolq-wiki-train", "kl": "ppl-boolq-wiki-train", "margin": "margin-cs8-train"}
 
 
 def problem_spec(
@@ -167,8 +169,8 @@ def is_sample_prefix(spec: dict[str, Any], larger: dict[str, Any]) -> bool:
     """True when the calibration samples of `spec` are the first ones of `larger`: the same
     model, data, dtype and recipe, with fewer windows or items (windows are consecutive pieces
     of one token stream and items are drawn in a fixed order, so a smaller count is a prefix)."""
-    size = {"ppl": "windows", "margin": "items"}.get(spec["objective"]["name"])
-    if size is None or not isinstance(larger, dict) or "objective" not in larger:
+    size = "windows" if spec["objective"]["name"] in WINDOWED else "items"
+    if not isinstance(larger, dict) or "objective" not in larger:
         return False
     same = {key: value for key, value in spec["objective"].items() if key != size}
     other = {key: value for key, value in larger["objective"].items() if key != size}
@@ -186,6 +188,9 @@ def description(spec: dict[str, Any]) -> str:
     model = ModelSource(**spec["model"]).describe()
     if objective["name"] == "ppl":
         what = f"mean token NLL over {objective['windows']}×{objective['window_tokens']} tokens"
+    elif objective["name"] == "kl":
+        what = (f"mean KL(dense ‖ pruned) of the next-token distributions over "
+                f"{objective['windows']}×{objective['window_tokens']} tokens")
     else:
         what = f"negative likelihood margin over {objective['items']} multiple-choice items"
     return f"{spec['name']}: {what} of {spec['data']['file']}, model {model}, {spec['dtype']}"

@@ -14,15 +14,16 @@ import oracle.live
 from oracle import devices
 from oracle.block_runner import BlockRunner
 from oracle.live import LiveOracle
-from oracle.objectives import MarginObjective, PerplexityObjective
+from oracle.objectives import DivergenceObjective, MarginObjective, PerplexityObjective
 from tests.tiny_models import CharTokenizer, items, passages, tiny_model
 
 SUBSETS = [(), (0,), (1, 3), (0, 4, 5), (2,)]
 
 
 def objective_of(name: str, batch_tokens: int):
-    if name == "ppl":
-        objective = PerplexityObjective(windows=5, window_tokens=17, seed=0, needs_bos=False, batch_tokens=batch_tokens)
+    if name in ("ppl", "kl"):
+        windowed = DivergenceObjective if name == "kl" else PerplexityObjective
+        objective = windowed(windows=5, window_tokens=17, seed=0, needs_bos=False, batch_tokens=batch_tokens)
         return objective, objective.prepare(CharTokenizer(), passages())
     objective = MarginObjective(needs_bos=False, batch_tokens=batch_tokens)
     return objective, objective.prepare(CharTokenizer(), items())
@@ -34,7 +35,7 @@ def fake_copy_out(tensor: torch.Tensor) -> torch.Tensor:
     return torch.ones(tensor.shape, dtype=tensor.dtype)
 
 
-@pytest.mark.parametrize("objective_name", ["ppl", "margin"])
+@pytest.mark.parametrize("objective_name", ["ppl", "kl", "margin"])
 @pytest.mark.parametrize("family, attention", [("llama", "sdpa"), ("gemma3", "eager")])
 def test_every_tensor_of_an_evaluation_stays_on_the_model_device(monkeypatch, objective_name, family, attention):
     monkeypatch.setattr(oracle.live, "to_host", fake_copy_out)
@@ -63,7 +64,7 @@ def test_attention_masks_are_built_on_the_batch_device():
             assert mask.device.type == "cuda" and mask.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("objective_name", ["ppl", "margin"])
+@pytest.mark.parametrize("objective_name", ["ppl", "kl", "margin"])
 def test_losses_do_not_depend_on_the_batch_size(objective_name):
     model = tiny_model("llama")
     losses = []

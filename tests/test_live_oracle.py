@@ -7,7 +7,7 @@ import torch
 
 from oracle.block_runner import BlockRunner
 from oracle.live import LiveOracle
-from oracle.objectives import MarginObjective, PerplexityObjective
+from oracle.objectives import DivergenceObjective, MarginObjective, PerplexityObjective
 from tests.tiny_models import CharTokenizer, items, passages, rebuilt_without, tiny_model
 
 SUBSETS = [(), (0,), (2,), (5,), (1, 3), (2, 4), (0, 5), (1, 2, 3), (3, 4, 5)]
@@ -40,6 +40,29 @@ def test_skipping_blocks_equals_rebuilt_model_on_perplexity(family, attention):
         reference = reference_ppl(rebuilt_without(model, evaluation.subset), oracle)
         np.testing.assert_allclose(evaluation.per_sample, reference, rtol=1e-5)
         assert evaluation.loss == pytest.approx(reference.mean(), rel=1e-5)
+
+
+def reference_kl(dense, pruned, oracle) -> np.ndarray:
+    """Per-window mean KL(p_dense ‖ p_pruned) from plain Hugging Face forwards of both models."""
+    windows = torch.cat([batch.input_ids for batch in oracle.prepared.batches])
+    with torch.no_grad():
+        p = dense(windows).logits[:, :-1].double().log_softmax(-1)
+        q = pruned(windows).logits[:, :-1].double().log_softmax(-1)
+    return (p.exp() * (p - q)).sum(-1).mean(1).numpy()
+
+
+@pytest.mark.parametrize("family, attention", [("llama", "sdpa"), ("gemma3", "eager")])
+def test_kl_equals_the_divergence_of_the_rebuilt_model_from_the_dense_one(family, attention):
+    model = tiny_model(family, attention=attention)
+    objective = DivergenceObjective(windows=5, window_tokens=17, seed=0, needs_bos=family == "gemma3",
+                                    batch_tokens=34)
+    oracle = LiveOracle(BlockRunner(model), objective, objective.prepare(CharTokenizer(), passages()), "kl")
+    evaluations = oracle.evaluate(SUBSETS)
+    assert evaluations[0].subset == () and evaluations[0].loss == 0.0
+    for evaluation in evaluations[1:]:
+        reference = reference_kl(model, rebuilt_without(model, evaluation.subset), oracle)
+        assert evaluation.loss > 0
+        np.testing.assert_allclose(evaluation.per_sample, reference, rtol=1e-4, atol=1e-6)
 
 
 def reference_margin(model, item) -> float:

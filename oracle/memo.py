@@ -8,7 +8,7 @@ stored when the table is writable, so a later strict replay needs no model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -20,9 +20,15 @@ from oracle.table import EvaluationTable
 ON_MISS = ("strict", "live", "surrogate")
 
 
+# Evaluates a batch of misses and yields their evaluations in chunks, each stored on arrival.
+Chunks = Callable[[Sequence[Subset]], Iterable[list[Evaluation]]]
+
+
 class MemoOracle:
     """Write-through memo: requests found in the table are hits (source 'table'); the misses of
-    a batch go to `inner` as one batch, once each, and are appended to the table."""
+    a batch go to `inner` as one batch, once each, and are appended to the table. An inner
+    oracle with `evaluate_iter` (RayOracle) hands them back chunk by chunk, and each chunk is
+    appended as it arrives, so an interrupted batch keeps every finished chunk."""
 
     def __init__(self, inner: Oracle, table: EvaluationTable):
         _check_compatible(inner, table, role="inner")
@@ -36,7 +42,7 @@ class MemoOracle:
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         """L(S) of each subset, in request order."""
-        return _serve(self.table, subsets, self.counters, self.inner.evaluate)
+        return _serve(self.table, subsets, self.counters, _chunks_of(self.inner))
 
     def block_scores(self, criterion: str) -> np.ndarray:
         """Per-block scores of `criterion`, from the table or computed by the inner oracle."""
@@ -75,8 +81,10 @@ class ReplayOracle:
 
     def evaluate(self, subsets: Sequence[Subset]) -> list[Evaluation]:
         """L(S) of each subset, in request order."""
-        evaluate_misses = {"live": getattr(self.live, "evaluate", None), "surrogate": self._predict}.get(
-            self.on_miss, self._refuse)
+        if self.on_miss == "live":
+            evaluate_misses = _chunks_of(self.live)
+        else:
+            evaluate_misses = _one_chunk(self._predict if self.on_miss == "surrogate" else self._refuse)
         return _serve(self.table, subsets, self.counters, evaluate_misses)
 
     def _predict(self, misses: Sequence[Subset]) -> list[Evaluation]:
@@ -110,9 +118,10 @@ def _serve(
     table: EvaluationTable,
     subsets: Sequence[Subset],
     counters: OracleCounters,
-    evaluate_misses: Callable[[Sequence[Subset]], list[Evaluation]],
+    evaluate_misses: Chunks,
 ) -> list[Evaluation]:
-    """Answer a batch from the table, evaluate its unique misses in one call, store them.
+    """Answer a batch from the table, evaluate its unique misses in one call, store each chunk
+    of evaluations as it comes back.
 
     Counters: every request counts; a hit is a request answered by a row present before the
     batch; a repeat of a missed subset inside the batch is neither a hit nor a new evaluation."""
@@ -130,25 +139,49 @@ def _serve(
         requests.append(subset)
     hits = len(requests) - sum(1 for subset in requests if subset in missed)
     if missed:
-        misses = list(missed)
-        fresh = evaluate_misses(misses)
-        if len(fresh) != len(misses) or any(
-            tuple(evaluation.subset) != subset for evaluation, subset in zip(fresh, misses)
-        ):
-            raise RuntimeError(
-                f"oracle returned {len(fresh)} evaluations that do not match, in order, "
-                f"the {len(misses)} subsets it was asked for"
-            )
-        measured = [evaluation for evaluation in fresh if evaluation.source != "surrogate"]
-        if table.writable and measured:
-            table.append(measured)
-        answers.update(zip(misses, fresh))
-        counters.evaluations += len(measured)
-        counters.surrogate += len(fresh) - len(measured)
-        counters.cost_s += sum(float(evaluation.cost_s) for evaluation in measured)
+        for chunk in evaluate_misses(list(missed)):
+            _store(table, chunk, missed, answers, counters)
+        unanswered = [list(subset) for subset in missed if subset not in answers]
+        if unanswered:
+            raise RuntimeError(f"oracle returned no evaluation of {len(unanswered)} subsets it was asked for, "
+                               f"the first {unanswered[0]}")
     counters.requests += len(requests)
     counters.hits += hits
     return [answers[subset] for subset in requests]
+
+
+def _store(
+    table: EvaluationTable,
+    chunk: list[Evaluation],
+    missed: dict[Subset, None],
+    answers: dict[Subset, Evaluation],
+    counters: OracleCounters,
+) -> None:
+    """Take one chunk of fresh evaluations as answers, append the measured ones to the table
+    and count them; a chunk with a subset not asked for, or answered twice, is refused whole."""
+    fresh: dict[Subset, Evaluation] = {}
+    for evaluation in chunk:
+        subset = tuple(evaluation.subset)
+        if subset not in missed or subset in answers or subset in fresh:
+            raise RuntimeError(f"oracle returned an evaluation of {list(subset)}, "
+                               "which it was not asked for or had already answered")
+        fresh[subset] = evaluation
+    measured = [evaluation for evaluation in chunk if evaluation.source != "surrogate"]
+    if table.writable and measured:
+        table.append(measured)
+    answers.update(fresh)
+    counters.evaluations += len(measured)
+    counters.surrogate += len(chunk) - len(measured)
+    counters.cost_s += sum(float(evaluation.cost_s) for evaluation in measured)
+
+
+def _chunks_of(oracle: Oracle) -> Chunks:
+    """The oracle's `evaluate_iter` where it has one, else its `evaluate` as one chunk."""
+    return getattr(oracle, "evaluate_iter", None) or _one_chunk(oracle.evaluate)
+
+
+def _one_chunk(evaluate: Callable[[Sequence[Subset]], list[Evaluation]]) -> Chunks:
+    return lambda misses: [evaluate(misses)]
 
 
 def _stored_scores(table: EvaluationTable, live: Oracle | None, method: str, argument, what: str) -> np.ndarray:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench.cli import main
@@ -234,3 +235,33 @@ def test_a_solver_whose_library_is_missing_is_one_line_and_listed_as_unavailable
     assert_one_line_error(code, err, "no_such_gp_library", "pip install 'depthbench[solvers]'")
     code, out, _ = run(capsys, "list")
     assert code == 0 and "gp         unavailable: solver 'gp' needs no_such_gp_library" in out
+
+
+def test_ray_executor_option_builds_replicas_of_the_problem_and_releases_them(capsys, tmp_path, monkeypatch):
+    """`--executor ray` hands RayOracle a factory of the problem's live oracle and the worker
+    count; the problem's close releases the replicas (Ray itself is tested in test_ray_executor)."""
+    from oracle.evaluation import Evaluation, OracleCounters
+
+    built = {}
+
+    class FakeRayOracle:
+        def __init__(self, factory, workers, n_blocks, fingerprint, address, gpus_per_worker):
+            built.update(factory=factory, workers=workers, address=address, gpus=gpus_per_worker)
+            self.n_blocks, self.fingerprint, self.counters = n_blocks, fingerprint, OracleCounters()
+
+        def evaluate(self, subsets):
+            return [Evaluation(s, float(len(s)), np.zeros(4, np.float32), 0.0, "live") for s in subsets]
+
+        def close(self):
+            built["closed"] = True
+
+    monkeypatch.setattr("oracle.ray_executor.RayOracle", FakeRayOracle)
+    table = tmp_path / "ray.h5"
+    code, out, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--windows", "4", "--subset", "3",
+                         "--executor", "ray", "--workers", "2", "--batch-tokens", "256", "--table", str(table))
+    assert code == 0, err
+    factory = built["factory"]
+    assert factory.func.__name__ == "build_live_oracle" and factory.args[1:] == ("cpu", None, 256)
+    assert factory.args[0]["objective"]["windows"] == 4
+    assert (built["workers"], built["address"], built["gpus"], built["closed"]) == (2, None, 0.0, True)
+    assert "new evaluations 2" in out

@@ -106,11 +106,13 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
     grid.check(problem_options)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows([out])
-    fingerprints = {name: problems.fingerprint_of(name, **problem_options) for name in grid.problems}
-    check_same_problems(out, rows, fingerprints)
+    # Rows name a problem as it was built: "Meta-Llama-3-8B/ppl" for smollm2-135m/ppl with --model.
+    identities = {name: problems.identity(name, **problem_options) for name in grid.problems}
+    labels = {name: label for name, (label, _) in identities.items()}
+    check_same_problems(out, rows, dict(identities.values()))
     finished = {cell_key(row): row for row in completed(rows)}
     configs = {name: solvers.get(name).get_config() for name in grid.solvers}
-    keys = {cell: cell_key({"problem": cell[0], "k": cell[1], "solver": cell[2], "seed": cell[3],
+    keys = {cell: cell_key({"problem": labels[cell[0]], "k": cell[1], "solver": cell[2], "seed": cell[3],
                             "config": configs[cell[2]], "budget_rule": grid.budget_rule(cell[2])})
             for cell in grid.cells()}
     # Rows of this grid's cells that used surrogate answers, when this run wants measurements.
@@ -124,8 +126,8 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
     again = f" ({len(stale)} of them again: their rows used surrogate answers)" if stale else ""
     print(f"{len(grid.cells())} cells planned, {len(grid.cells()) - len(pending)} already finished, "
           f"{len(pending)} to run{again}", file=progress, flush=True)
-    work = [ProblemWork(name, [cell[1:] for cell in pending if cell[0] == name],
-                        [row for row in completed(rows) if row["problem"] == name])
+    work = [ProblemWork(name, labels[name], [cell[1:] for cell in pending if cell[0] == name],
+                        [row for row in completed(rows) if row["problem"] == labels[name]])
             for name in grid.problems if any(cell[0] == name for cell in pending)]
     tally = _Tally(len(pending), progress)
     tables: dict[str, dict] = {}
@@ -150,6 +152,7 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
 
 
 def check_same_problems(out: Path, rows: list[dict], fingerprints: dict[str, str]) -> None:
+    # fingerprints: problem label → this run's fingerprint
     """Refuse to add rows of a problem to an `out` that holds rows of the same name computed
     differently (other sizes, model, dtype, …): their Δ would be compared as if equal."""
     for row in rows:
@@ -161,7 +164,8 @@ def check_same_problems(out: Path, rows: list[dict], fingerprints: dict[str, str
 
 @dataclass(frozen=True)
 class ProblemWork:
-    name: str
+    name: str  # as the grid names it
+    label: str  # as its rows name it
     cells: list[tuple[int, str, int]]  # (k, solver, seed), in grid order
     rows: list[dict]  # the problem's completed rows so far (matched budgets read them)
 
@@ -215,19 +219,20 @@ def _run_problem(item: ProblemWork, grid: Grid, problem_options: dict,
                  configs: dict) -> Iterator[tuple[str, str, Any]]:
     rows = list(item.rows)
     with problems.get(item.name, **problem_options) as problem:
-        yield "table", item.name, table_record(problem)
+        name = item.label
+        yield "table", name, table_record(problem)
         for k, solver, seed in item.cells:
-            budget = cell_budget(grid, rows, item.name, k, solver)
+            budget = cell_budget(grid, rows, name, k, solver)
             try:
-                row = run_cell(item.name, problem, k, solver, seed, budget, grid.budget_rule(solver))
+                row = run_cell(name, problem, k, solver, seed, budget, grid.budget_rule(solver))
                 rows.append(row)
             except BudgetTooShort as error:
                 # One solver's budget is too short; the other cells still run.
-                yield "skipped", item.name, f"[skipped] {item.name} k={k} {solver} seed {seed}: {error}"
+                yield "skipped", name, f"[skipped] {name} k={k} {solver} seed {seed}: {error}"
                 continue
             except TableMiss as error:
-                row = failed_row(item.name, k, solver, seed, budget, grid.budget_rule(solver), configs[solver], error)
-            yield "row", item.name, row
+                row = failed_row(name, k, solver, seed, budget, grid.budget_rule(solver), configs[solver], error)
+            yield "row", name, row
 
 
 class _Tally:

@@ -18,15 +18,17 @@ def block_count(name: str, **options) -> int:
     return problem_spec(name, **_shaping(options))["model"]["n_blocks"]
 
 
-def fingerprint_of(name: str, **options) -> str:
-    """The fingerprint of a named problem with `get`'s options, known without building it for
-    model problems (no table opened, no model loaded)."""
+def identity(name: str, **options) -> tuple[str, str]:
+    """(name as built, fingerprint) of a named problem with `get`'s options — e.g.
+    ("Meta-Llama-3-8B/ppl", …) for smollm2-135m/ppl with model=… — known without building it
+    for model problems (no table opened, no model loaded)."""
     if name.startswith("synthetic/") or registry.registered_block_count(name) is not None:
         with get(name, **options) as problem:
-            return problem.oracle.fingerprint
+            return problem.name, problem.oracle.fingerprint
     from problems.model_problems import problem_spec
 
-    return problem_spec(name, **_shaping(options))["fingerprint"]
+    spec = problem_spec(name, **_shaping(options))
+    return spec["name"], spec["fingerprint"]
 
 
 def _shaping(options: dict) -> dict:
@@ -34,4 +36,4 @@ def _shaping(options: dict) -> dict:
     return {key: value for key, value in options.items() if key not in EXECUTION_OPTIONS}
 
 
-__all__ = ["block_count", "fingerprint_of", "get", "names"]
+__all__ = ["block_count", "get", "identity", "names"]

@@ -10,6 +10,7 @@ the default problems ship theirs (`problems.calibration_tokens`, spec["data"]["t
 the others the token digest is recorded in the table and checked before any live evaluation is
 stored or compared."""
 
+import functools
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -113,9 +114,11 @@ def problem_spec(
     return spec
 
 
+@functools.lru_cache(maxsize=None)
 def custom_model_source(model: str) -> ModelSource:
     """A model given by local directory or hub id; its digest covers every weight file, so the
-    fingerprint is known before the weights are loaded."""
+    fingerprint is known before the weights are loaded (hashed once per process: an 8B model's
+    16 GB take a minute)."""
     directory = Path(model)
     if not directory.is_dir():
         try:

@@ -247,11 +247,22 @@ def test_problem_options_shape_the_grid_and_results_of_other_options_are_not_mix
     code, _, err = run(capsys, *argv, "--windows", "8", "--batch-tokens", "512")
     assert code == 0, err
     [row] = read_rows([out])
-    assert row["fingerprint"] == problems.fingerprint_of("smollm2-135m/ppl", windows=8)
-    assert row["fingerprint"] != problems.fingerprint_of("smollm2-135m/ppl")
+    assert row["fingerprint"] == problems.identity("smollm2-135m/ppl", windows=8)[1]
+    assert row["fingerprint"] != problems.identity("smollm2-135m/ppl")[1]
     code, _, err = run(capsys, *argv)
     assert code == 2 and "other sizes, model or dtype" in err and len(err.strip().splitlines()) == 1
     assert read_rows([out]) == [row]
+
+
+def test_rows_of_another_model_are_named_after_it(tmp_path):
+    from tests.tiny_models import tiny_model
+
+    directory = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(directory)
+    label, fingerprint = problems.identity("smollm2-135m/ppl", model=str(directory), device="cpu")
+    assert label == "tiny-llama/ppl"
+    assert fingerprint == problems.identity("smollm2-135m/ppl", model=str(directory))[1]
+    assert fingerprint != problems.identity("smollm2-135m/ppl")[1]
 
 
 def test_killed_live_run_resumes_without_evaluating_anything_twice(tmp_path):

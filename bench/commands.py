@@ -428,6 +428,13 @@ def list_problems(args: Namespace) -> int:
         except SolverUnavailable as error:
             config = f"unavailable: {error}"
         print(f"  {name:<10} {config}")
+    from importlib.util import find_spec
+
+    # The Nevergrad family is a name rule, not entries; listing it must not import nevergrad.
+    family = "any Nevergrad optimiser as an exactly-k solver, e.g. ng-NGOpt, ng-DiscreteOnePlusOne, ng-CMA"
+    if find_spec("nevergrad") is None:
+        family += " (unavailable: pip install 'depthbench[solvers]')"
+    print(f"  {'ng-<Name>':<10} {family}")
     from oracle.table import EvaluationTable
     from problems.table_directories import SHIPPED_TABLES, user_table_directory
 

@@ -3,8 +3,8 @@ table) per problem, one results row per cell appended as soon as the cell ends.
 
 Budgets (unique evaluations): `--budget N` caps every cell; `--budget NAME=N ...` one solver's
 cells. Unless given, `random` and `evopress` get DEFAULT_BUDGETS (100: the budget the shipped
-tables were built with, so the default grid replays without a miss) and every other solver
-none. `--budget matched` (or `random=matched`) gives random and evopress the mean number of
+tables were built with, so the default grid replays without a miss), the Nevergrad family
+`ng-<Name>` 100 too, and every other solver none. `--budget matched` (or `random=matched`) gives random and evopress the mean number of
 unique evaluations the other solvers of the grid used in the same (problem, k), computed after
 those ran: random search under the same budget as the rest.
 
@@ -40,9 +40,11 @@ from bench.metrics import best_so_far, gap, normalised_score
 from oracle.environment import current_environment
 from oracle.errors import BadInput, TableMiss
 from solvers.base import BudgetTooShort
+from solvers.registry import NEVERGRAD_PREFIX
 
 MATCHED_BUDGET = ("random", "evopress")
 DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
+NEVERGRAD_BUDGET = 100  # ng-<Name> cells search like random and evopress: the same default
 NEAR_BEST = 0.005  # '*' marks the cheapest solver within 0.5% of |best-known Δ|
 RESULTS, RESULTS_CSV, ENVIRONMENT = "results.jsonl", "results.csv", "environment.json"
 ROW_KEYS = frozenset({"problem", "k", "solver", "seed", "config", "budget_rule"})  # a cell's key
@@ -84,7 +86,8 @@ class Grid:
     def budget_rule(self, solver: str) -> int | str | None:
         if isinstance(self.budget, int):
             return self.budget
-        return (self.budget or {}).get(solver, DEFAULT_BUDGETS.get(solver))
+        default = NEVERGRAD_BUDGET if solver.startswith(NEVERGRAD_PREFIX) else DEFAULT_BUDGETS.get(solver)
+        return (self.budget or {}).get(solver, default)
 
     def cells(self) -> list[tuple[str, int, str, int]]:
         """Every (problem, k, solver, seed), matched-budget solvers last in each (problem, k)."""

@@ -22,6 +22,10 @@ SOLVERS: dict[str, str] = {
     "cbo": "solvers.cbo:ConstrainedBinaryOptimisation",
     "fbs": "solvers.fast_block_select:FastBlockSelect",
 }
+# Every "ng-<Name>" is Nevergrad's optimiser <Name> as an exactly-k solver (random keys); the
+# family is a prefix rule, not entries, so it is neither listed by `names` nor in the panel.
+NEVERGRAD_PREFIX = "ng-"
+NEVERGRAD = "solvers.nevergrad_solver:NevergradSolver"
 
 
 def register(name: str, target: str) -> None:
@@ -29,9 +33,16 @@ def register(name: str, target: str) -> None:
 
 
 def get(name: str, **config: Any):
-    if name not in SOLVERS:
-        raise BadInput(f"unknown solver {name!r}; known: {', '.join(sorted(SOLVERS))}")
-    module, _, cls = SOLVERS[name].partition(":")
+    target = SOLVERS.get(name)
+    if name.startswith(NEVERGRAD_PREFIX):
+        optimizer = name.removeprefix(NEVERGRAD_PREFIX)
+        if config.setdefault("optimizer", optimizer) != optimizer:
+            raise BadInput(f"{name} runs Nevergrad's {optimizer}, not optimizer={config['optimizer']!r}")
+        target = NEVERGRAD
+    if target is None:
+        raise BadInput(f"unknown solver {name!r}; known: {', '.join(sorted(SOLVERS))}, "
+                       f"{NEVERGRAD_PREFIX}<Name> (any Nevergrad optimiser)")
+    module, _, cls = target.partition(":")
     try:
         solver_class = getattr(importlib.import_module(module), cls)
     except ModuleNotFoundError as error:

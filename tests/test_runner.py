@@ -307,3 +307,12 @@ def test_killed_live_run_resumes_without_evaluating_anything_twice(tmp_path):
     repeated = len(evaluated_before) + len(evaluated_after) - len(set(evaluated_before + evaluated_after))
     assert repeated == 0
     assert set(evaluated_before + evaluated_after) == set(log_whole)
+
+
+def test_nevergrad_cells_get_the_default_search_budget(capsys, tmp_path):
+    out = tmp_path / "ng"
+    code, _, err = run(capsys, "run", "--problem", "synthetic/quadratic-N12-seed0", "--k", "3", "--solvers",
+                       "ng-DiscreteOnePlusOne", "--seeds", "0", "--out", str(out))
+    assert code == 0, err
+    [row] = rows_of(out)
+    assert row["budget"] == 100 and row["n_evaluations"] <= 100

@@ -188,6 +188,15 @@ class DeferredLiveOracle:
     def evaluate(self, subsets):
         return self.live.evaluate(subsets)
 
+    def evaluate_iter(self, subsets):
+        """The live oracle's chunks as they finish (Ray), else its batch as one chunk: the memo
+        stores each as it arrives."""
+        live = self.live
+        if hasattr(live, "evaluate_iter"):
+            yield from live.evaluate_iter(subsets)
+        else:
+            yield live.evaluate(subsets)
+
     def block_scores(self, criterion: str):
         return self.live.block_scores(criterion)
 

@@ -249,8 +249,10 @@ def test_ray_executor_option_builds_replicas_of_the_problem_and_releases_them(ca
             built.update(factory=factory, workers=workers, address=address, gpus=gpus_per_worker)
             self.n_blocks, self.fingerprint, self.counters = n_blocks, fingerprint, OracleCounters()
 
-        def evaluate(self, subsets):
-            return [Evaluation(s, float(len(s)), np.zeros(4, np.float32), 0.0, "live") for s in subsets]
+        def evaluate_iter(self, subsets):
+            for subset in subsets:  # one chunk each, as Ray hands them back
+                built["chunks"] = built.get("chunks", 0) + 1
+                yield [Evaluation(subset, float(len(subset)), np.zeros(4, np.float32), 0.0, "live")]
 
         def close(self):
             built["closed"] = True
@@ -264,4 +266,4 @@ def test_ray_executor_option_builds_replicas_of_the_problem_and_releases_them(ca
     assert factory.func.__name__ == "build_live_oracle" and factory.args[1:] == ("cpu", None, 256)
     assert factory.args[0]["objective"]["windows"] == 4
     assert (built["workers"], built["address"], built["gpus"], built["closed"]) == (2, None, 0.0, True)
-    assert "new evaluations 2" in out
+    assert "new evaluations 2" in out and built["chunks"] == 2

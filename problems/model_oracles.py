@@ -189,13 +189,12 @@ class DeferredLiveOracle:
         return self.live.evaluate(subsets)
 
     def evaluate_iter(self, subsets):
-        """The live oracle's chunks as they finish (Ray), else its batch as one chunk: the memo
-        stores each as it arrives."""
-        live = self.live
-        if hasattr(live, "evaluate_iter"):
-            yield from live.evaluate_iter(subsets)
+        """Ray's chunks as they finish, else the batch as one chunk: the memo stores each as it
+        arrives."""
+        if self.executor[0] == "ray":
+            yield from self.live.evaluate_iter(subsets)
         else:
-            yield live.evaluate(subsets)
+            yield self.evaluate(subsets)
 
     def block_scores(self, criterion: str):
         return self.live.block_scores(criterion)

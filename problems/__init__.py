@@ -19,12 +19,13 @@ def block_count(name: str, **options) -> int:
 
 
 def identity(name: str, **options) -> tuple[str, str]:
-    """(name as built, fingerprint) of a named problem with `get`'s options — e.g.
-    ("Meta-Llama-3-8B/ppl", …) for smollm2-135m/ppl with model=… — known without building it
-    for model problems (no table opened, no model loaded)."""
+    """(name, fingerprint) of a named problem with `get`'s options: a model problem's name as
+    built — ("Meta-Llama-3-8B/ppl", …) for smollm2-135m/ppl with model=… — known without
+    building it (no table opened, no model loaded); any other problem's name as given."""
     if name.startswith("synthetic/") or registry.registered_block_count(name) is not None:
+        # Named as the caller names it: a registered alias keeps its own name.
         with get(name, **options) as problem:
-            return problem.name, problem.oracle.fingerprint
+            return name, problem.oracle.fingerprint
     from problems.model_problems import problem_spec
 
     spec = problem_spec(name, **_shaping(options))

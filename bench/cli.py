@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("out", type=Path)
     report.set_defaults(handler=lambda a: _commands().report(a))
 
+    downstream = commands.add_parser(
+        "downstream", help="evaluate the pruned models of `run` directories on the zero-shot tasks and held-out "
+                           "text (per item, stored in tables, resumable)")
+    downstream.add_argument("out", type=Path, nargs="*", default=[Path("results/default")],
+                            help="run directories whose answers to evaluate (default results/default)")
+    downstream.add_argument("--problem", nargs="+", help="only the answers to these problems (default: all of a "
+                                                         "model's problems in the runs)")
+    downstream.add_argument("--sets", nargs="+", help="evaluation sets (default: the six tasks and heldout-wiki)")
+    downstream.add_argument("--singles", action="store_true",
+                            help="also every single-block removal (the per-block relevance of the report)")
+    downstream.add_argument("--items", type=integer, help="items per task (default 100; --study-sizes: all)")
+    downstream.add_argument("--study-sizes", action="store_true")
+    downstream.add_argument("--device", default="cpu")
+    downstream.add_argument("--dtype")
+    downstream.add_argument("--batch-tokens", type=integer)
+    downstream.set_defaults(handler=lambda a: _commands().downstream(a))
+
     board = commands.add_parser("leaderboard", help="leaderboard of one or more `run` output directories")
     board.add_argument("out", type=Path, nargs="+")
     board.set_defaults(handler=lambda a: _commands().leaderboard(a))

@@ -199,6 +199,38 @@ def run(args: Namespace) -> int:
     return 0
 
 
+def downstream(args: Namespace) -> int:
+    from bench.downstream import evaluate_models, evaluation_sets
+    from bench.runner import completed, read_rows
+    from oracle.subset import canonical_subset
+
+    sets = args.sets or list(evaluation_sets())
+    unknown = sorted(set(sets) - set(evaluation_sets()))
+    if unknown:
+        raise BadInput(f"unknown evaluation sets {', '.join(unknown)}; known: {', '.join(evaluation_sets())}")
+    rows = [row for row in completed(read_rows(args.out)) if not args.problem or row["problem"] in args.problem]
+    if not rows:
+        raise BadInput(f"no finished cells in {', '.join(map(str, args.out))}"
+                       + (f" for {', '.join(args.problem)}" if args.problem else ""))
+    options = {"device": args.device, "dtype": args.dtype, "batch_tokens": args.batch_tokens, "items": args.items,
+               "study_sizes": args.study_sizes or None}
+    options = {key: value for key, value in options.items() if value is not None}
+    models = sorted({row["problem"].partition("/")[0] for row in rows})
+    for model in models:
+        n_blocks = problems.block_count(f"{model}/ppl")
+        # The dense model first, then the runs' answers by k, then (asked for) every single block.
+        answers = sorted({tuple(row["subset"]) for row in rows if row["problem"].startswith(model + "/")},
+                         key=lambda subset: (len(subset), subset))
+        singles = [(block,) for block in range(n_blocks)] if args.singles else []
+        subsets = [canonical_subset(s, n_blocks) for s in [(), *answers, *singles]]
+        started = time.perf_counter()
+        seconds = evaluate_models(model, subsets, sets, options)
+        print(f"{model}: {len(set(subsets))} pruned models × {len(sets)} sets in "
+              f"{time.perf_counter() - started:.0f} s; seconds per new evaluation: "
+              + ", ".join(f"{name} {spent / count:.1f} ({count})" for name, (count, spent) in seconds.items() if count))
+    return 0
+
+
 def check_output_directory(out: Path) -> None:
     """Refuse an --out that cannot become a directory, before any cell runs."""
     try:

@@ -225,3 +225,40 @@ def additivity(points: dict[str, list[tuple[str, float, float]]], sources: dict[
         axis.set_title(f"{problem}\nsingles from {sources[problem]}", fontsize=8)
     _solver_legend(figure, solvers, [(Line2D([], [], color="#888888", linestyle=":"), "Δ(S) = Σ Δ({i})")])
     return _save(figure, path, "Measured Δ(S) of every solver's subset\nagainst the sum of its singles")
+
+
+def rank_alignment(alignments, path: Path) -> Path:
+    """Per (problem, k): calibration-loss rank against mean-accuracy rank of its distinct pruned
+    models, with ρ and its interval (the study's Figure 2)."""
+    from scipy.stats import rankdata
+
+    figure, axes = _panels(len(alignments), 3.4, 3.2, columns=3)
+    for axis, found in zip(axes, alignments):
+        loss_rank = rankdata(found.loss)
+        accuracy_rank = rankdata(-np.asarray(found.accuracy))
+        axis.scatter(loss_rank, accuracy_rank, color="#1f4e79")
+        top = len(found.subsets) + 0.5
+        axis.plot([0.5, top], [0.5, top], color="#999999", linestyle=":", linewidth=1)
+        axis.set_xlim(0.5, top)
+        axis.set_ylim(0.5, top)
+        axis.set_xlabel("calibration loss rank")
+        axis.set_ylabel("mean accuracy rank")
+        axis.set_title(f"{found.problem}, k={found.k}\nρ={found.rho:+.2f} "
+                       f"[{found.interval[0]:+.2f}, {found.interval[1]:+.2f}]", fontsize=9)
+    return _save(figure, path, "Do lower calibration losses give more accurate pruned models?\n"
+                               "(dotted: perfect agreement; interval: bootstrap over evaluation items)")
+
+
+def relevance(model: str, labels: Sequence[str], matrix: np.ndarray, path: Path) -> Path:
+    """Rows: objectives and evaluation sets; columns: blocks; colour: the damage of removing the
+    block alone, each row divided by its largest absolute value."""
+    scale = np.nanmax(np.abs(matrix), axis=1, keepdims=True)
+    scaled = matrix / np.where(scale > 0, scale, 1.0)
+    figure, axis = plt.subplots(figsize=(0.28 * matrix.shape[1] + 3.5, 0.42 * len(labels) + 1.8),
+                                layout="constrained")
+    image = axis.imshow(scaled, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.set_xticks(range(matrix.shape[1]), [str(b) for b in range(matrix.shape[1])], fontsize=7)
+    axis.set_xlabel("block removed alone (0 = closest to the embeddings)")
+    figure.colorbar(image, ax=axis, fraction=0.025, pad=0.01, label="damage / row's largest")
+    return _save(figure, path, f"Per-block relevance of {model} across objectives and tasks")

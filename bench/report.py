@@ -13,6 +13,7 @@ import numpy as np
 
 import problems
 from bench import analysis, figures
+from bench.study_report import StudySection, build_study
 from bench.runner import (
     ENVIRONMENT,
     LEADERBOARD_LEGEND,
@@ -99,11 +100,17 @@ def build_report(out: Path) -> Path:
             "Δ(S) of each solver's subset (every seed and k) against the sum of its blocks' single-removal Δ; "
             "points above the dotted line are subsets whose blocks interact badly, below it well."))
 
+    paths = {name: Path(record["path"]) if record and record.get("path") else None
+             for name, record in ((name, table_records.get(name)) for name in names)}
+    findings = build_study(cells, n_blocks, paths, target)
+    sections += [Section(title, path, caption) for title, path, caption in findings.figures]
+
     board = leaderboard_cells(rows)
     runs = RunSummary(summary_line(rows), [failure_line(row) for row in failures(rows)])
-    (target / "summary.md").write_text(markdown(out, board, pairs, cells, tables, sections, environment, runs))
+    (target / "summary.md").write_text(markdown(out, board, pairs, cells, tables, sections, environment, runs,
+                                                findings))
     page = target / "index.html"
-    page.write_text(html_page(out, board, pairs, cells, tables, sections, environment, runs))
+    page.write_text(html_page(out, board, pairs, cells, tables, sections, environment, runs, findings))
     return page
 
 
@@ -221,7 +228,8 @@ def _run_line(out: Path, environment: dict) -> str:
     return f"Results in `{out}`, from `{command}` on {machine}, torch {environment.get('torch')}."
 
 
-def markdown(out, board, pairs, cells, tables, sections, environment, runs: RunSummary) -> str:
+def markdown(out, board, pairs, cells, tables, sections, environment, runs: RunSummary,
+             findings: StudySection) -> str:
     parts = [f"# depthbench report: {out.name}", "", _run_line(out, environment), "", runs.fidelity + ".", ""]
     if runs.failed:
         parts += ["## Failed cells", ""] + [f"- {line}" for line in runs.failed] + [""]
@@ -231,6 +239,10 @@ def markdown(out, board, pairs, cells, tables, sections, environment, runs: RunS
     parts += [LEADERBOARD_LEGEND, "", "## Spread across solvers", "", _md_table(SPREAD_HEADER, _spread_lines(cells)), ""]
     if pairs:
         parts += ["## Across objectives", "", _md_table(OBJECTIVE_HEADER, _objective_lines(pairs)), ""]
+    parts += ["## The study: pruned models downstream", "", findings.coverage + ".", ""]
+    for table in findings.tables:
+        parts += [f"### {table.title}", "", _md_table(table.header, table.lines), ""] + (
+            [table.note, ""] if table.note else [])
     parts += ["## Figures", ""] + [f"- [{section.title}]({section.path.name})" for section in sections]
     return "\n".join(parts) + "\n"
 
@@ -249,7 +261,8 @@ th{background:#f0f0f0}td:nth-child(n+2):not(:last-child){text-align:right}tr.bes
 img{max-width:100%;border:1px solid #eee}figure{margin:1em 0 2.5em}figcaption{color:#555;font-size:14px}"""
 
 
-def html_page(out, board, pairs, cells, tables, sections, environment, runs: RunSummary) -> str:
+def html_page(out, board, pairs, cells, tables, sections, environment, runs: RunSummary,
+              findings: StudySection) -> str:
     body = [f"<h1>depthbench report: {html.escape(out.name)}</h1>", f"<p>{html.escape(_run_line(out, environment))}</p>",
             f"<p>{html.escape(runs.fidelity)}.</p>"]
     if runs.failed:
@@ -263,6 +276,11 @@ def html_page(out, board, pairs, cells, tables, sections, environment, runs: Run
              _html_table(SPREAD_HEADER, _spread_lines(cells))]
     if pairs:
         body += ["<h2>Across objectives</h2>", _html_table(OBJECTIVE_HEADER, _objective_lines(pairs))]
+    body += ["<h2>The study: pruned models downstream</h2>", f"<p>{html.escape(findings.coverage)}.</p>"]
+    for table in findings.tables:
+        body += [f"<h3>{html.escape(table.title)}</h3>", _html_table(table.header, table.lines)]
+        if table.note:
+            body.append(f"<p>{html.escape(table.note)}</p>")
     for section in sections:
         title = html.escape(section.title)
         body.append(f"<h2>{title}</h2><figure><img src='{section.path.name}' alt='{title}'>"

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 # Tokens per forward on a CPU: what the shipped tables were built with.
-CPU_BATCH_TOKENS = {"ppl": 2048, "kl": 2048, "margin": 512}
+CPU_BATCH_TOKENS = {"ppl": 2048, "kl": 2048, "margin": 512, "choice": 512}
 # Bounds on an accelerator: beyond these a forward is already compute-bound on an H200, and
 # larger batches only cost memory the dense-state cache can use better.
-ACCELERATOR_BATCH_TOKENS = {"ppl": 65_536, "kl": 65_536, "margin": 16_384}
+ACCELERATOR_BATCH_TOKENS = {"ppl": 65_536, "kl": 65_536, "margin": 16_384, "choice": 16_384}
 MIN_BATCH_TOKENS = 256
 # Share of the free memory after loading that batches may take; the dense cache gets the rest
 # of ACCELERATOR_MEMORY_SHARE, leaving headroom for the allocator and the LM-head chunks.
@@ -56,7 +56,7 @@ def activation_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
 
 def default_batch_tokens(objective: str, device: torch.device | str, config: Any = None,
                          dtype: torch.dtype = torch.float32, available: int | None = None) -> int:
-    """Tokens per forward for `objective` ('ppl' or 'margin') on `device`: the CPU sizes on a
+    """Tokens per forward for `objective` (a key of CPU_BATCH_TOKENS) on `device`: the CPU sizes on a
     CPU; on an accelerator a share of `available` (default: its free memory) over the bytes a
     token takes, within MIN_BATCH_TOKENS..ACCELERATOR_BATCH_TOKENS and in multiples of 256."""
     if not is_accelerator(device):

@@ -14,9 +14,14 @@ scored log-probabilities to per-sample losses (lower is better).
   tokenised separately). margin = ℓ_gold − mean_{j≠gold} ℓ_j (reduce="mean") or
   Σ_{j≠gold} (ℓ_gold − ℓ_j) (reduce="pudding_sum"); per-sample loss = −margin. Options share
   the tokens their contexts have in common: the prompt is computed once per item, not per option.
+- `ChoiceObjective` ("choice"): zero-shot multiple-choice evaluation as lm-eval-harness scores
+  it. Per option, the sum of its continuation's token log-probs given its context, the pair
+  tokenised as lm-eval does; per-sample values = every option's NLL (minus that sum), item by
+  item, so `acc` and `acc_norm` follow from stored values (`choice_accuracy`).
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,15 +226,7 @@ class MarginObjective:
     def option_means(self, prepared: PreparedObjective, scores: torch.Tensor) -> np.ndarray:
         """ℓ_j of every option, shape (samples, most options); −inf beyond an item's options.
         `scores`: the scored log-probabilities of every batch, concatenated, on the CPU."""
-        samples = torch.cat([b.score_sample for b in prepared.batches]).numpy()
-        options = torch.cat([b.score_option for b in prepared.batches]).numpy()
-        values = scores.double().numpy()
-        width = int(prepared.n_options.max())
-        total = np.zeros((prepared.n_samples, width))
-        count = np.zeros((prepared.n_samples, width))
-        np.add.at(total, (samples, options), values)
-        np.add.at(count, (samples, options), 1.0)
-        valid = np.arange(width)[None, :] < prepared.n_options[:, None]
+        total, count, valid = option_totals(prepared, scores)
         return np.where(valid, total / np.where(count > 0, count, 1.0), -np.inf)
 
     def accuracy(self, prepared: PreparedObjective, scores: torch.Tensor) -> float:
@@ -253,6 +250,70 @@ class MarginObjective:
         else:
             margin = wrong * gold - wrong_sum
         return -margin
+
+
+class ChoiceObjective(MarginObjective):
+    """"choice": zero-shot multiple choice, scored as lm-eval-harness (v0.4) scores it."""
+
+    name = "choice"
+
+    def __init__(self, needs_bos: bool, batch_tokens: int = CPU_BATCH_TOKENS["choice"]):
+        super().__init__(needs_bos, "mean", batch_tokens)
+
+    def tokenize(self, tokenizer: Any, items: list[dict]) -> list[dict[str, list[list[int]]]]:
+        """As lm-eval encodes a (context, continuation) pair: trailing spaces of the context move
+        to the continuation, the pair is tokenised whole, and the continuation is what follows
+        the context's own tokens (so a token that spans the boundary is scored)."""
+        tokens = []
+        for item in items:
+            contexts, continuations = [], []
+            for choice in item["choices"]:
+                context, continuation = choice["context"], choice["continuation"]
+                spaces = len(context) - len(context.rstrip())
+                if spaces:
+                    context, continuation = context[:-spaces], context[-spaces:] + continuation
+                whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+                head = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+                contexts.append(whole[:head])
+                continuations.append(whole[head:])
+            tokens.append({"contexts": contexts, "continuations": continuations})
+        return tokens
+
+    def reduce(self, prepared: PreparedObjective, scores: torch.Tensor) -> np.ndarray:
+        """Every option's NLL (minus the summed log-probs of its continuation), item by item."""
+        total, _, valid = option_totals(prepared, scores)
+        return -total[valid]
+
+
+def option_totals(prepared: PreparedObjective, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (item, option): the sum and the number of its scored log-probs, and whether the item
+    has that option; shape (items, most options). `scores` as `reduce` gets them."""
+    samples = torch.cat([b.score_sample for b in prepared.batches]).numpy()
+    options = torch.cat([b.score_option for b in prepared.batches]).numpy()
+    values = scores.double().numpy()
+    width = int(prepared.n_options.max())
+    total = np.zeros((prepared.n_samples, width))
+    count = np.zeros((prepared.n_samples, width))
+    np.add.at(total, (samples, options), values)
+    np.add.at(count, (samples, options), 1.0)
+    valid = np.arange(width)[None, :] < prepared.n_options[:, None]
+    return total, count, valid
+
+
+def choice_accuracy(nll: np.ndarray, gold: Sequence[int], lengths: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per item (acc, acc_norm) as 0/1 arrays from the option NLLs of a "choice" row (item by
+    item), the gold options and each option's continuation length in characters: acc picks
+    the option of highest log-likelihood, acc_norm of highest log-likelihood per character,
+    the first one on a tie (as numpy's argmax, as lm-eval)."""
+    acc, acc_norm, start = [], [], 0
+    for answer, widths in zip(gold, lengths):
+        loglik = -np.asarray(nll[start : start + len(widths)], dtype=np.float64)
+        start += len(widths)
+        acc.append(int(np.argmax(loglik)) == answer)
+        acc_norm.append(int(np.argmax(loglik / np.asarray(widths, dtype=np.float64))) == answer)
+    if start != len(nll):
+        raise DataError(f"a choice row has {len(nll)} option values, the items have {start} options")
+    return np.array(acc, dtype=float), np.array(acc_norm, dtype=float)
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:

@@ -30,6 +30,7 @@ the shipped ids with what the tokenizer gives now and with the tables' token dig
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -108,7 +109,7 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_token
     from oracle.devices import CPU_BATCH_TOKENS
 
     from oracle.model_loading import ModelSource, load_tokenizer
-    from oracle.objectives import DivergenceObjective, MarginObjective, PerplexityObjective
+    from oracle.objectives import ChoiceObjective, DivergenceObjective, MarginObjective, PerplexityObjective
     from problems.calibration_data import load_items, load_passages, sample_items, shipped_path
 
     source = ModelSource(**spec["model"])
@@ -124,6 +125,9 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_token
         if content is not None:
             return objective, objective.prepare_stream(content["stream"], content["bos_token_id"])
         return objective, objective.prepare(tokenizer, load_passages(data_file))
+    if settings["name"] == "choice":
+        objective = ChoiceObjective(source.needs_bos, batch_tokens or CPU_BATCH_TOKENS["choice"])
+        return objective, objective.prepare(tokenizer or load_tokenizer(source), choice_items(spec))
     objective = MarginObjective(source.needs_bos, settings["reduce"], batch_tokens or CPU_BATCH_TOKENS["margin"])
     items = sample_items(load_items(data_file), settings["items"], settings["seed"], settings["stratify_by_task"])
     if content is None:
@@ -133,6 +137,22 @@ def prepare_calibration(spec: dict[str, Any], tokenizer: Any = None, batch_token
         raise DataError(f"token file {spec['data']['tokens']['file']} holds the ids of other items than "
                         f"the {len(items)} sampled from {data_file.name}")
     return objective, objective.prepare_tokens(items, tokens, content["bos_token_id"])
+
+
+def choice_items(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items of a "choice" (downstream task) problem, in the order its rows store them: the
+    first `items` of the validation file ranked by the seeded hash of their ids."""
+    from problems.calibration_data import shipped_path
+
+    settings = spec["objective"]
+    return _sampled_items(shipped_path(spec["data"]["file"]), settings["items"], settings["seed"])
+
+
+@functools.lru_cache(maxsize=32)
+def _sampled_items(data_file: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    from problems.calibration_data import load_items, sample_items
+
+    return sample_items(load_items(data_file), n, seed, stratify_by_task=False)
 
 
 def build_token_file(model: str, objective: str, tokenizer: Any = None) -> dict[str, Any]:

@@ -153,7 +153,12 @@ def larger_sample_table(spec: dict[str, Any]) -> Path | None:
 
 
 def sample_count(spec: dict[str, Any]) -> int:
-    """Calibration samples per row: windows (ppl) or items (margin)."""
+    """Calibration samples per row: windows (ppl, kl), items (margin) or options (choice: every
+    option of every item)."""
+    if spec["objective"]["name"] == "choice":
+        from problems.calibration_tokens import choice_items
+
+        return sum(len(item["choices"]) for item in choice_items(spec))
     return spec["objective"].get("windows") or spec["objective"]["items"]
 
 

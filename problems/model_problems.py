@@ -1,5 +1,6 @@
 """Problems on real models: `<model>/ppl`, `<model>/kl` and `<model>/margin` for the models
-`smollm2-135m` and `gemma3-270m` (kl: the ppl windows scored by KL to the dense model).
+`smollm2-135m` and `gemma3-270m` (kl: the ppl windows scored by KL to the dense model), and the
+downstream evaluation sets `<model>/<task>` and `<model>/heldout-wiki` (`DOWNSTREAM_SETS`).
 
 A spec is plain data (model source, objective settings, data file and its digest, dtype). Its
 fingerprint hashes what changes L: the model file digest, the objective settings, the digest of
@@ -61,6 +62,27 @@ STUDY_SIZES = {"ppl": {"windows": 64, "window_tokens": 2048}, "kl": {"windows": 
                "margin": {"items": 128}}
 DATA = {"ppl": "ppl-boolq-wiki-train", "kl": "ppl-boolq-wiki-train", "margin": "margin-cs8-train"}
 
+# Downstream evaluation sets, problems like the others (`<model>/<set>`) so that a pruned model's
+# per-item values are stored in tables and reports never re-evaluate: the reference study's six
+# zero-shot tasks on their validation splits ("choice", scored as lm-eval-harness scores them)
+# and held-out text for perplexity (Wikipedia passages of BoolQ's validation split, disjoint
+# from the calibration passages of its train split). Sizes: see `bench downstream`.
+CHOICE_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq")
+HELDOUT_TEXTS = {"heldout-wiki": "ppl-boolq-wiki-validation"}
+DOWNSTREAM_SETS = CHOICE_TASKS + tuple(HELDOUT_TEXTS)
+DOWNSTREAM_ITEMS = 100
+DATA.update({task: f"eval-{task}-validation" for task in CHOICE_TASKS}, **HELDOUT_TEXTS)
+DEFAULT_SIZES.update({task: {"items": DOWNSTREAM_ITEMS} for task in CHOICE_TASKS},
+                     **{text: {"windows": 16, "window_tokens": 256} for text in HELDOUT_TEXTS})
+# The study's sizes: every shipped validation item (ARC-Challenge has 299), 64×2048 tokens.
+STUDY_SIZES.update({task: {"items": 299 if task == "arc_challenge" else 1000} for task in CHOICE_TASKS},
+                   **{text: {"windows": 64, "window_tokens": 2048} for text in HELDOUT_TEXTS})
+
+
+def objective_of(kind: str) -> str:
+    """The objective that scores a problem kind (the part of its name after the model)."""
+    return "choice" if kind in CHOICE_TASKS else "ppl" if kind in HELDOUT_TEXTS else kind
+
 
 def problem_spec(
     name: str,
@@ -88,7 +110,7 @@ def problem_spec(
         chosen[key] = int(value)
     source = MODELS[model_name] if model is None else custom_model_source(model)
     data_file = shipped_path(DATA[objective])
-    settings = {"name": objective, "seed": 0, **chosen}
+    settings = {"name": objective_of(objective), "seed": 0, **chosen}
     if bos is not None and bool(bos) != source.needs_bos:
         # BOS changes every token sequence, hence L: it enters the hashed objective settings
         # (only when it departs from the model's own setting, so default fingerprints stand).
@@ -96,6 +118,8 @@ def problem_spec(
         settings["bos"] = bool(bos)
     if objective == "margin":
         settings.update(reduce=margin_reduce or "mean", stratify_by_task=True)
+    elif objective in CHOICE_TASKS:
+        settings.update(task=objective, scoring="lm-eval-harness 0.4")
     elif margin_reduce is not None:
         raise BadInput(f"{name}: margin_reduce applies to margin problems only")
     data = {"file": data_file.name, "sha256": file_digest(str(data_file))}
@@ -194,6 +218,9 @@ def description(spec: dict[str, Any]) -> str:
     elif objective["name"] == "kl":
         what = (f"mean KL(dense ‖ pruned) of the next-token distributions over "
                 f"{objective['windows']}×{objective['window_tokens']} tokens")
+    elif objective["name"] == "choice":
+        what = (f"zero-shot {objective['task']}: NLL of every option of {objective['items']} items, "
+                f"scored as {objective['scoring']}")
     else:
         what = f"negative likelihood margin over {objective['items']} multiple-choice items"
     return f"{spec['name']}: {what} of {spec['data']['file']}, model {model}, {spec['dtype']}"

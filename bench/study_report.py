@@ -1,0 +1,250 @@
+"""The report's study section: the reference study's tables, findings and verdicts for the pruned
+models of a run, from the run's rows, its problems' tables and the stored downstream scores of its
+answers (`python -m bench downstream OUT` stores them; nothing here evaluates)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench import figures, study
+from bench.analysis import split_problem
+from bench.downstream import HEADLINE, evaluation_sets, stored_scores
+
+SINGLES_TARGET = "Δ calibration loss"
+
+
+@dataclass
+class StudyTable:
+    title: str
+    header: list[str]
+    lines: list[list[str]]
+    note: str = ""
+
+
+@dataclass
+class StudySection:
+    tables: list[StudyTable] = field(default_factory=list)
+    figures: list[tuple[str, Path, str]] = field(default_factory=list)  # (title, path, caption)
+    coverage: str = ""
+
+
+def downstream_scores(cells, n_blocks: dict[str, int]) -> dict[tuple[str, tuple[int, ...]], study.Scores]:
+    """(model, subset) → stored scores per evaluation set, for every answer of the run, the dense
+    model and every single-block removal, of the models with downstream tables."""
+    from oracle.errors import DepthbenchError
+
+    wanted: dict[str, set[tuple[int, ...]]] = {}
+    for (problem, _), runs in cells.items():
+        model, _ = split_problem(problem)
+        if model == "synthetic":
+            continue
+        chosen = wanted.setdefault(model, {()} | {(block,) for block in range(n_blocks[problem])})
+        chosen.update(tuple(row["subset"]) for rows in runs.values() for row in rows)
+    found: dict[tuple[str, tuple[int, ...]], study.Scores] = {}
+    for model, subsets in wanted.items():
+        try:
+            stored = stored_scores(model, sorted(subsets), evaluation_sets(), {})
+        except DepthbenchError:
+            continue  # a model without downstream problems (a custom --model run): no downstream section
+        for (subset, name), value in stored.items():
+            found.setdefault((model, subset), {})[name] = value
+    return found
+
+
+def _interval(interval: tuple[float, float], digits: int = 2, sign: str = "+") -> str:
+    return f"[{interval[0]:{sign}.{digits}f}, {interval[1]:{sign}.{digits}f}]"
+
+
+def _subset(subset) -> str:
+    return "{" + ",".join(map(str, subset)) + "}"
+
+
+def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], target: Path) -> StudySection:
+    scores = downstream_scores(cells, n_blocks)
+    section = StudySection()
+    answers = {(split_problem(problem)[0], tuple(row["subset"])) for (problem, _), runs in cells.items()
+               for rows in runs.values() for row in rows if split_problem(problem)[0] != "synthetic"}
+    evaluated = sum(study.has_tasks(scores.get(answer)) for answer in answers)
+    section.coverage = (f"{evaluated} of the run's {len(answers)} distinct pruned models have stored downstream "
+                        f"scores on all six tasks" + ("" if evaluated == len(answers) else
+                                                       " (the others: `python -m bench downstream OUT`)"))
+    rows = study.solver_rows(cells, scores)
+    dense = {model: scores.get((model, ())) for model, _ in answers}
+    for model, found in sorted(dense.items()):
+        if study.has_tasks(found):
+            accuracy = study.accuracy(found)
+            held = found.get("heldout-wiki")
+            section.tables.append(StudyTable(
+                f"Dense {model}", ["model"] + [f"{t} ({HEADLINE[t]})" for t in HEADLINE] + ["mean", "held-out ppl"],
+                [[model] + [f"{accuracy[t]:.1f}" for t in HEADLINE] + [f"{accuracy['mean']:.1f}",
+                                                                        f"{held.perplexity:.2f}" if held else "—"]]))
+    lines = [[f"{r.problem} k={r.k}", r.solver, ",".join(map(str, r.seeds)), _subset(r.subset), f"{r.delta:.4f}"]
+             + ([f"{r.accuracy[t]:.1f}" for t in HEADLINE] + [f"{r.accuracy['mean']:.1f} "
+                                                              f"{_interval(r.interval, 1, '')}"]
+                if r.accuracy else ["—"] * (len(HEADLINE) + 1))
+             + [f"{r.perplexity:.2f}" if r.perplexity else "—"] for r in rows]
+    section.tables.append(StudyTable(
+        "Pruned models downstream (the study's Tables 1–2)",
+        ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean [95%]", "held-out ppl"],
+        lines, "Accuracy in %, 100 items per task drawn by seed 0 (ARC, HellaSwag and PIQA acc_norm; WinoGrande "
+               "and BoolQ acc, as lm-eval-harness reports them); the interval is a bootstrap over items; held-out "
+               "perplexity on BoolQ's validation passages (never calibrated on)."))
+
+    overlaps = study.objective_overlap(cells, n_blocks)
+    if overlaps:
+        section.tables.append(StudyTable(
+            "Finding (i): does the objective decide which blocks are redundant?",
+            ["model, k", "objectives", "per solver: Jaccard (p vs relabelled blocks)", "within objective",
+             "across objectives", "p (exchange)"],
+            [[f"{o.model} k={o.k}", " vs ".join(o.objectives),
+              "; ".join(f"{s} {o.jaccard[s]:.2f} ({o.p_overlap[s]:.3f})" for s in o.jaccard),
+              f"{o.within:.2f}", f"{o.across:.2f}", f"{o.p_exchange:.4f}"] for o in overlaps],
+            "Within: mean Jaccard between different solvers under one objective; across: between one solver's "
+            "subsets under the two objectives. p (exchange): share of the assignments of each solver's two objective "
+            f"labels with at least the observed within − across (all of them up to {study.EXACT_ASSIGNMENTS}, else "
+            f"{study.PERMUTATIONS} drawn); small p means the objective, not the solver, decides the subset. "
+            f"Per-solver p: share of {study.PERMUTATIONS} random relabellings of the blocks with at least the observed "
+            "overlap (small p: more overlap than chance)."))
+
+    alignments = study.rank_alignment(cells, scores)
+    if alignments:
+        section.tables.append(StudyTable(
+            "Finding (ii): calibration rank against accuracy rank (the study's Figure 2)",
+            ["problem", "k", "models", "Spearman ρ (lower loss ~ higher accuracy)", "95% interval"],
+            [[a.problem, str(a.k), str(len(a.subsets)), f"{a.rho:+.2f}", _interval(a.interval)] for a in alignments],
+            "The distinct models the solvers of one objective returned; ρ > 0 when a lower calibration loss goes "
+            "with a higher mean accuracy. Interval: bootstrap over evaluation items (losses fixed)."))
+        section.figures.append(("Calibration rank against accuracy rank",
+                                figures.rank_alignment(alignments, target / "rank_alignment.png"),
+                                "Each point a distinct pruned model; rank 1 = lowest calibration loss / highest "
+                                "mean accuracy (the study's Figure 2)."))
+
+    contrasts = study.search_against_objective(cells, scores)
+    if contrasts:
+        section.tables.append(StudyTable(
+            "Finding (iii): switching the solver against switching the objective (the study's Figure 3)",
+            ["model, k", "objectives", "solvers", "σ² of mean accuracy (pts²) per objective",
+             "switch solver |Δacc|", "switch objective |Δacc|", "excess [95%]"],
+            [[f"{c.model} k={c.k}", " vs ".join(c.objectives), str(len(c.solvers)),
+              "; ".join(f"{name} {value:.1f} {_interval(interval, 1, '')}" for name, (value, interval)
+                        in c.variance.items()),
+              f"{c.within[0]:.1f} {_interval(c.within[1], 1, '')}", f"{c.switch[0]:.1f} {_interval(c.switch[1], 1, '')}",
+              _interval(c.excess, 1)] for c in contrasts],
+            "Each solver's seed-0 model under each objective. Switch solver: mean |difference in mean accuracy| "
+            "between two solvers of one objective; switch objective: between one solver's models under the two "
+            "objectives; excess = switch objective − switch solver (above 0: the objective matters more)."))
+    section.tables += cost_benefit(cells, scores, table_paths)
+
+    criteria, relevance = block_relevance(cells, n_blocks, table_paths, scores)
+    if criteria:
+        section.tables.append(StudyTable(
+            "Beyond cosine similarity: per-block criteria against the true single-removal damage",
+            ["problem", "criterion", "damage measured by", "Pearson", "Spearman", "block pairs misranked"],
+            [[c.problem, c.criterion, c.target, f"{c.pearson:+.2f}", f"{c.spearman:+.2f}",
+              f"{100 * c.misranked:.1f}%"] for c in criteria],
+            "Criteria scores: higher = more important (cosine: ShortGPT's block influence 1 − cos); damage: Δ "
+            "of removing the block alone, or the drop of a task's accuracy. 50% misranked is chance."))
+    for model, (labels, matrix) in relevance.items():
+        section.figures.append((f"Per-block relevance: {model}",
+                                figures.relevance(model, labels, matrix, target / f"relevance__{model}.png"),
+                                "Damage of removing each block alone, per objective and evaluation set, each row "
+                                "scaled to its largest value (the task dependence of block relevance)."))
+    verdicts = study.verdicts(overlaps, alignments, contrasts, criteria)
+    section.tables.append(StudyTable(
+        "Verdicts", ["finding", "model", "verdict", "evidence"],
+        [[v.finding, v.model, v.verdict, v.evidence] for v in verdicts],
+        "Written from the numbers above by the rules of `bench.study.verdicts`; a finding without the data it "
+        "needs is not listed."))
+    return section
+
+
+def cost_benefit(cells, scores, table_paths: dict[str, Path | None]) -> list[StudyTable]:
+    """The study's Table 3 per (problem, k): each solver's mean unique evaluations, the search
+    time they cost on the model (evaluations × the table's mean measured seconds per evaluation,
+    since replayed wall times are not search times) and the mean accuracy of its models."""
+    lines = []
+    for (problem, k), runs in cells.items():
+        model, _ = split_problem(problem)
+        cost = table_cost(table_paths.get(problem))
+        for solver, results in runs.items():
+            found = [scores.get((model, tuple(row["subset"]))) for row in results]
+            accuracies = [study.accuracy(f)["mean"] for f in found if study.has_tasks(f)]
+            evaluations = float(np.mean([row["n_evaluations"] for row in results]))
+            lines.append([f"{problem} k={k}", solver, f"{evaluations:.0f}",
+                          f"{evaluations * cost:.0f}" if math.isfinite(cost) else "—",
+                          f"{np.mean(accuracies):.1f}" if accuracies else "—"])
+    return [StudyTable("Cost against accuracy (the study's Table 3)",
+                       ["problem", "solver", "unique evaluations", "search s on the model", "mean accuracy"], lines,
+                       "Search seconds: unique evaluations × the mean measured cost of one evaluation in the "
+                       "problem's table (the machine that built it); mean over seeds.")]
+
+
+def table_cost(path: Path | None) -> float:
+    """Mean measured seconds per evaluation in a table, NaN without one."""
+    table = _open(path)
+    if table is None:
+        return math.nan
+    with table:
+        costs = table.to_arrays()["cost_s"]
+    costs = costs[costs > 0]
+    return float(costs.mean()) if len(costs) else math.nan
+
+
+def _open(path: Path | None):
+    from oracle.table import EvaluationTable
+
+    return EvaluationTable.open(path, mode="r") if path is not None and Path(path).exists() else None
+
+
+def _attribute(table, name: str):
+    try:
+        return table.attribute(name)
+    except KeyError:
+        return None
+
+
+def block_relevance(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], scores
+                    ) -> tuple[list[study.CriterionAlignment], dict[str, tuple[list[str], np.ndarray]]]:
+    """Per model: the damage of removing each block alone under each objective (Δ from its table)
+    and on each evaluation set whose singles are stored (accuracy drop in points; held-out NLL
+    increase), and how the stored hidden-state criteria rank blocks against each damage."""
+    criteria: list[study.CriterionAlignment] = []
+    relevance: dict[str, tuple[list[str], np.ndarray]] = {}
+    for problem in sorted({problem for problem, _ in cells}):
+        model, objective = split_problem(problem)
+        table = _open(table_paths.get(problem))
+        if table is None:
+            continue
+        with table:
+            empty = table.lookup(())
+            singles = [table.lookup((block,)) for block in range(n_blocks[problem])]
+            if empty is None or any(single is None for single in singles):
+                continue
+            damage = np.array([single.loss - empty.loss for single in singles])
+            stored = {name: _attribute(table, f"block_scores/{name}") for name in ("cosine", "angular")}
+        labels, rows = relevance.setdefault(model, ([], []))
+        labels.append(f"Δ {objective}")
+        rows.append(damage)
+        for name, values in stored.items():
+            if values is not None and np.all(np.isfinite(values)):
+                criteria.append(study.criterion_alignment(problem, name, SINGLES_TARGET, np.asarray(values), damage))
+    for model, (labels, rows) in list(relevance.items()):
+        dense = scores.get((model, ()))
+        blocks = len(rows[0])
+        for name in evaluation_sets():
+            found = [scores.get((model, (block,)), {}).get(name) for block in range(blocks)]
+            if dense is None or name not in dense or any(f is None for f in found):
+                continue
+            if name in HEADLINE:
+                base = 100 * np.mean(dense[name].headline(name))
+                rows.append(np.array([base - 100 * np.mean(f.headline(name)) for f in found]))
+                labels.append(f"{name} accuracy drop")
+            else:
+                rows.append(np.array([np.mean(f.nll) - np.mean(dense[name].nll) for f in found]))
+                labels.append(f"{name} Δ NLL")
+        relevance[model] = (labels, np.array(rows))
+    return criteria, relevance

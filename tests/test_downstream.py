@@ -1,0 +1,126 @@
+"""Downstream evaluation: lm-eval-harness scoring of a pruned model equals one plain forward per
+option on the model rebuilt without the blocks; acc and acc_norm from stored values; the
+evaluation sets are problems with stable specs; intervals behave."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.downstream import SetScores, mean_accuracy, mean_accuracy_interval, wilson_interval
+from oracle.block_runner import BlockRunner
+from oracle.errors import DataError
+from oracle.live import LiveOracle
+from oracle.objectives import ChoiceObjective, choice_accuracy
+from tests.tiny_models import CharTokenizer, items, rebuilt_without, tiny_model
+
+
+def reference_logliks(model, item, needs_bos=False) -> list[float]:
+    """Σ log p(continuation | context) of every option, one plain forward each, no packing."""
+    tokenizer = CharTokenizer()
+    sums = []
+    for choice in item["choices"]:
+        context = ([tokenizer.bos_token_id] if needs_bos else []) + tokenizer(choice["context"])["input_ids"]
+        continuation = tokenizer(choice["continuation"])["input_ids"]
+        with torch.no_grad():
+            logprobs = model(torch.tensor([context + continuation])).logits[0].double().log_softmax(-1)
+        sums.append(float(sum(logprobs[len(context) + j - 1, token] for j, token in enumerate(continuation))))
+    return sums
+
+
+@pytest.mark.parametrize("family,needs_bos", [("llama", False), ("gemma3", True)])
+def test_choice_values_equal_one_forward_per_option_on_the_rebuilt_model(family, needs_bos):
+    model = tiny_model(family)
+    objective = ChoiceObjective(needs_bos=needs_bos, batch_tokens=80)
+    prepared = objective.prepare(CharTokenizer(), items())
+    assert len(prepared.batches) > 1
+    oracle = LiveOracle(BlockRunner(model), objective, prepared, "test")
+    for evaluation in oracle.evaluate([(), (1,), (2, 4)]):
+        rebuilt = rebuilt_without(model, evaluation.subset)
+        expected = [-value for item in items() for value in reference_logliks(rebuilt, item, needs_bos)]
+        np.testing.assert_allclose(evaluation.per_sample, expected, rtol=1e-5, atol=1e-5)
+        assert evaluation.loss == pytest.approx(np.mean(evaluation.per_sample), rel=1e-6)
+
+
+class SplittingTokenizer(CharTokenizer):
+    """Merges ' ' + the next character into one token, so a pair tokenised whole differs from its
+    halves tokenised apart (as BPE merges a leading space into the next word)."""
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, index = [], 0
+        while index < len(text):
+            if text[index] == " " and index + 1 < len(text):
+                ids.append(60 + ord(text[index + 1]) % 4)
+                index += 2
+            else:
+                ids.append(3 + ord(text[index]) % 50)
+                index += 1
+        return {"input_ids": ids}
+
+
+def test_pairs_are_tokenised_whole_as_lm_eval_does():
+    tokenizer = SplittingTokenizer()
+    item = {"task": "t", "id": "a", "gold": 0, "choices": [{"context": "Answer: ", "continuation": "yes"},
+                                                           {"context": "Answer:", "continuation": " no"}]}
+    tokens = ChoiceObjective(needs_bos=False).tokenize(tokenizer, [item])[0]
+    # The trailing space moves to the continuation: both options score " y…"/" n…" merged tokens.
+    assert tokens["contexts"][0] == tokenizer("Answer:")["input_ids"]
+    assert tokens["continuations"][0] == tokenizer(" yes")["input_ids"]
+    assert tokens["contexts"][1] + tokens["continuations"][1] == tokenizer("Answer: no")["input_ids"]
+
+
+def test_acc_picks_the_highest_loglik_and_acc_norm_divides_by_characters():
+    # Item 1: option 1 wins on the sum, option 0 per character; item 2: a tie goes to the first.
+    nll = np.array([6.0, 5.0, 2.0, 2.0])
+    acc, acc_norm = choice_accuracy(nll, gold=[0, 0], lengths=[[12, 2], [3, 3]])
+    np.testing.assert_array_equal(acc, [0.0, 1.0])
+    np.testing.assert_array_equal(acc_norm, [1.0, 1.0])
+    with pytest.raises(DataError):
+        choice_accuracy(nll[:3], gold=[0, 0], lengths=[[12, 2], [3, 3]])
+
+
+def test_wilson_interval_contains_the_accuracy_and_narrows_with_items():
+    small = wilson_interval(np.array([1, 0] * 10))
+    large = wilson_interval(np.array([1, 0] * 500))
+    assert small[0] < 0.5 < small[1] and large[0] < 0.5 < large[1]
+    assert large[1] - large[0] < small[1] - small[0]
+    assert wilson_interval(np.ones(20))[1] == pytest.approx(1.0)
+
+
+def test_mean_accuracy_interval_is_a_stratified_bootstrap():
+    rng = np.random.default_rng(1)
+    per_task = {"a": (rng.random(100) < 0.3).astype(float), "b": (rng.random(300) < 0.8).astype(float)}
+    low, high = mean_accuracy_interval(per_task)
+    assert low < mean_accuracy(per_task) < high
+    assert mean_accuracy(per_task) == pytest.approx((per_task["a"].mean() + per_task["b"].mean()) / 2)
+    assert mean_accuracy_interval(per_task) == (low, high), "seeded: the same interval every time"
+
+
+def test_held_out_perplexity_is_exp_of_the_mean_window_nll():
+    assert SetScores(nll=np.array([1.0, 3.0])).perplexity == pytest.approx(np.exp(2.0))
+
+
+def test_evaluation_sets_are_problems_with_their_own_fingerprints():
+    from problems.model_oracles import sample_count
+    from problems.model_problems import DOWNSTREAM_SETS, is_sample_prefix, problem_spec
+
+    specs = {name: problem_spec(f"smollm2-135m/{name}") for name in DOWNSTREAM_SETS}
+    assert len({spec["fingerprint"] for spec in specs.values()}) == len(DOWNSTREAM_SETS)
+    assert specs["arc_easy"]["objective"] == {"name": "choice", "seed": 0, "items": 100, "task": "arc_easy",
+                                              "scoring": "lm-eval-harness 0.4"}
+    assert specs["heldout-wiki"]["objective"]["name"] == "ppl"
+    assert specs["heldout-wiki"]["data"]["file"] == "ppl-boolq-wiki-validation.jsonl.gz"
+    assert problem_spec("smollm2-135m/ppl")["data"]["file"] != specs["heldout-wiki"]["data"]["file"]
+    assert sample_count(specs["piqa"]) == 200  # two options per item
+    assert sample_count(problem_spec("smollm2-135m/piqa", study_sizes=True)) == 2000
+    assert is_sample_prefix(specs["piqa"], problem_spec("smollm2-135m/piqa", items=300))
+    assert not is_sample_prefix(problem_spec("smollm2-135m/piqa", items=300), specs["piqa"])
+
+
+def test_downstream_items_are_drawn_by_seed_and_a_larger_draw_extends_a_smaller_one():
+    from problems.calibration_tokens import choice_items
+    from problems.model_problems import problem_spec
+
+    small = choice_items(problem_spec("smollm2-135m/arc_challenge", items=20))
+    large = choice_items(problem_spec("smollm2-135m/arc_challenge", items=40))
+    assert [item["id"] for item in large[:20]] == [item["id"] for item in small]
+    assert len({item["id"] for item in large}) == 40

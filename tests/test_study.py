@@ -1,0 +1,108 @@
+"""The study's analyses on constructed rows and scores, where the right answer is known."""
+
+import numpy as np
+import pytest
+
+from bench import study
+from bench.downstream import SetScores
+from bench.study import REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE
+
+N = 12
+
+
+def row(problem, k, solver, seed, subset, loss=1.0):
+    return {"problem": problem, "k": k, "solver": solver, "seed": seed, "subset": list(subset), "loss": loss,
+            "delta": loss - 1.0, "n_evaluations": 10}
+
+
+def cells_of(rows):
+    from bench.analysis import by_cell
+
+    return by_cell(rows)
+
+
+def scores_with(correct_share: float, items: int = 200, seed: int = 0) -> study.Scores:
+    """Six tasks whose headline outcomes have exactly `correct_share` correct, in a seeded order."""
+    rng = np.random.default_rng(seed)
+    outcomes = {}
+    for task in study.TASKS:
+        values = np.zeros(items)
+        values[: round(correct_share * items)] = 1
+        rng.shuffle(values)
+        outcomes[task] = SetScores(acc=values, acc_norm=values)
+    return outcomes
+
+
+def test_objective_overlap_detects_objectives_that_decide_the_subset():
+    solvers = ["a", "b", "c", "d", "e", "f", "g"]
+    rows = [row("m/ppl", 3, s, 0, (1, 2, 3)) for s in solvers] + [row("m/margin", 3, s, 0, (7, 8, 9)) for s in solvers]
+    (found,) = study.objective_overlap(cells_of(rows), {"m/ppl": N, "m/margin": N})
+    assert found.within == 1.0 and found.across == 0.0
+    assert found.p_exchange < 0.05
+    assert all(p == 1.0 for p in found.p_overlap.values()), "disjoint subsets are never more overlap than chance"
+
+
+def test_objective_overlap_sees_no_objective_effect_when_each_solver_keeps_its_subset():
+    subsets = {"a": (0, 1, 2), "b": (3, 4, 5), "c": (6, 7, 8), "d": (9, 10, 11)}
+    rows = [row(f"m/{objective}", 3, s, 0, subset) for objective in ("ppl", "margin") for s, subset in subsets.items()]
+    (found,) = study.objective_overlap(cells_of(rows), {"m/ppl": N, "m/margin": N})
+    assert found.across == 1.0 and found.within == 0.0
+    assert found.p_exchange > 0.5
+    assert all(p < 0.01 for p in found.p_overlap.values()), "identical subsets overlap more than chance"
+
+
+def test_rank_alignment_is_positive_when_lower_loss_means_higher_accuracy():
+    shares = [0.8, 0.7, 0.6, 0.5, 0.4]
+    rows = [row("m/ppl", 2, f"s{i}", 0, (i, i + 1), loss=1.0 + i) for i in range(5)]
+    scores = {("m", (i, i + 1)): scores_with(share, seed=i) for i, share in enumerate(shares)}
+    (found,) = study.rank_alignment(cells_of(rows), scores)
+    assert found.rho == pytest.approx(1.0)
+    assert found.interval[0] > 0.5
+    reversed_scores = {("m", (i, i + 1)): scores_with(share, seed=i) for i, share in enumerate(reversed(shares))}
+    (found,) = study.rank_alignment(cells_of(rows), reversed_scores)
+    assert found.rho == pytest.approx(-1.0) and found.interval[1] < -0.5
+
+
+def test_search_against_objective_separates_a_large_objective_effect_from_small_solver_spread():
+    rows, scores = [], {}
+    for index, solver in enumerate(["a", "b", "c", "d"]):
+        for objective, base, offset in (("ppl", 0.40, 0), ("margin", 0.70, 100)):
+            subset = (index + offset // 100 * 5,)
+            rows.append(row(f"m/{objective}", 1, solver, 0, subset))
+            scores["m", subset] = scores_with(base + 0.01 * index, seed=index + offset)
+    (found,) = study.search_against_objective(cells_of(rows), scores)
+    assert found.switch[0] == pytest.approx(30.0, abs=1.0)
+    assert found.within[0] < 3.0
+    assert found.excess[0] > 20.0
+    assert found.variance["ppl"][0] == pytest.approx(np.var([40, 41, 42, 43]), abs=0.5)
+
+
+def test_criterion_alignment_counts_misranked_pairs_with_ties_as_half():
+    perfect = study.criterion_alignment("m/ppl", "cosine", "Δ", np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]))
+    assert perfect.misranked == 0.0 and perfect.spearman == pytest.approx(1.0)
+    reversed_ = study.criterion_alignment("m/ppl", "cosine", "Δ", np.array([3.0, 2.0, 1.0]), np.array([0.1, 0.2, 0.3]))
+    assert reversed_.misranked == 1.0
+    tied = study.criterion_alignment("m/ppl", "cosine", "Δ", np.array([1.0, 1.0, 3.0]), np.array([0.1, 0.2, 0.3]))
+    assert tied.misranked == pytest.approx(0.5 / 3)
+
+
+def test_verdicts_follow_their_rules():
+    overlap = study.ObjectiveOverlap("m", 4, ("margin", "ppl"), {}, {}, 0.5, 0.1, 0.01, 5)
+    undecided = study.ObjectiveOverlap("m", 6, ("margin", "ppl"), {}, {}, 0.5, 0.4, 0.30, 5)
+    negative = study.RankAlignment("m/ppl", 4, ((),) * 5, (1.0,) * 5, (50.0,) * 5, -0.4, (-0.8, 0.1))
+    positive = study.RankAlignment("m/ppl", 6, ((),) * 5, (1.0,) * 5, (50.0,) * 5, 0.9, (0.6, 1.0))
+    contrast = study.SearchAgainstObjective("m", 4, ("margin", "ppl"), ("a", "b", "c"), {}, (1.0, (0.5, 1.5)),
+                                            (9.0, (7.0, 11.0)), (5.0, 10.0))
+    weak = study.CriterionAlignment("m/margin", "cosine", "Δ calibration loss", -0.3, -0.2, 0.55)
+    strong = study.CriterionAlignment("m/ppl", "cosine", "Δ calibration loss", 0.9, 0.8, 0.1)
+    found = {(v.finding[:5], v.model): v.verdict for v in study.verdicts(
+        [overlap], [negative], [contrast], [weak, strong])}
+    assert found["(i) t", "m"] == REPRODUCED
+    assert found["(ii) ", "m"] == REPRODUCED
+    assert found["(iii)", "m"] == REPRODUCED
+    assert found["cosin", "m/margin"] == REPRODUCED and found["cosin", "m/ppl"] == NOT_REPRODUCED
+    found = {v.finding[:5]: v.verdict for v in study.verdicts([overlap, undecided], [negative, positive], [], [])}
+    assert found["(i) t"] == INCONCLUSIVE
+    assert found["(ii) "] == INCONCLUSIVE
+    found = {v.finding[:5]: v.verdict for v in study.verdicts([undecided], [positive], [], [])}
+    assert found["(i) t"] == NOT_REPRODUCED and found["(ii) "] == NOT_REPRODUCED

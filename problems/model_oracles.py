@@ -99,7 +99,7 @@ def problem_table(spec: dict[str, Any], table: str | Path | None, device: str, m
     )
     if table is None:
         path = table_path(table_directories.user_table_directory(), spec["name"], spec["fingerprint"])
-        shipped = table_path(table_directories.SHIPPED_TABLES, spec["name"], spec["fingerprint"])
+        shipped = table_path(table_directories.shipped_directory(spec["name"]), spec["name"], spec["fingerprint"])
         if shipped.exists() and shipped.resolve() != path.resolve():
             shipped_table = EvaluationTable.open(shipped, mode="r", expected_fingerprint=spec["fingerprint"])
             return LayeredTable(shipped_table, path, partial(create, path) if mode != "r" else None)
@@ -135,13 +135,14 @@ def replay_oracle(spec: dict[str, Any], table: str | Path | None, on_miss: str, 
 
 def problem_table_exists(spec: dict[str, Any]) -> bool:
     return any(table_path(directory, spec["name"], spec["fingerprint"]).exists()
-               for directory in (table_directories.user_table_directory(), table_directories.SHIPPED_TABLES))
+               for directory in (table_directories.user_table_directory(),
+                                 table_directories.shipped_directory(spec["name"])))
 
 
 def larger_sample_table(spec: dict[str, Any]) -> Path | None:
     """A table of the same problem name whose calibration samples begin with this problem's."""
     pattern = table_path(".", spec["name"], "*").name
-    for directory in (table_directories.user_table_directory(), table_directories.SHIPPED_TABLES):
+    for directory in (table_directories.user_table_directory(), table_directories.shipped_directory(spec["name"])):
         for path in sorted(Path(directory).glob(pattern)):
             try:
                 with EvaluationTable.open(path, mode="r") as candidate:

@@ -13,6 +13,16 @@ import platformdirs
 
 # A regular package on disk, so its resources are plain files (h5py needs a path).
 SHIPPED_TABLES = Path(files("surrogate_tables"))
+# Per-item downstream evaluations of pruned models (`bench downstream`), apart from the
+# calibration tables: they are not L(S) landscapes (no singles, pairs or surrogate).
+SHIPPED_DOWNSTREAM = SHIPPED_TABLES / "downstream"
+
+
+def shipped_directory(problem: str) -> Path:
+    """Where the shipped table of a problem (by name) lives."""
+    from problems.model_problems import DOWNSTREAM_SETS
+
+    return SHIPPED_DOWNSTREAM if problem.partition("/")[2] in DOWNSTREAM_SETS else SHIPPED_TABLES
 
 
 def user_table_directory() -> Path:
@@ -24,9 +34,13 @@ def user_table_directory() -> Path:
 def companion_table(path: Path) -> Path | None:
     """The table read together with `path`: the user's table of a shipped one, or the shipped
     table of a user's one (same file name, hence same fingerprint), if it exists."""
-    shipped, user = SHIPPED_TABLES.resolve(), user_table_directory().resolve()
+    user = user_table_directory().resolve()
+    shipped = [SHIPPED_TABLES.resolve(), SHIPPED_DOWNSTREAM.resolve()]
     where = path.resolve().parent
-    if shipped == user or where not in (shipped, user):
+    if where in shipped and where != user:
+        candidates = [user / path.name]
+    elif where == user and user not in shipped:
+        candidates = [directory / path.name for directory in shipped]
+    else:
         return None
-    companion = (user if where == shipped else shipped) / path.name
-    return companion if companion.exists() else None
+    return next((candidate for candidate in candidates if candidate.exists()), None)

@@ -267,3 +267,11 @@ def test_ray_executor_option_builds_replicas_of_the_problem_and_releases_them(ca
     assert factory.args[0]["objective"]["windows"] == 4
     assert (built["workers"], built["address"], built["gpus"], built["closed"]) == (2, None, 0.0, True)
     assert "new evaluations 2" in out and built["chunks"] == 2
+
+
+def test_downstream_refuses_unknown_sets_and_runs_without_answers(capsys, tmp_path, table_directory):
+    code, _, err = run(capsys, "downstream", str(tmp_path / "nothing"), "--sets", "mmlu")
+    assert_one_line_error(code, err, "unknown evaluation sets mmlu")
+    code, _, err = run(capsys, "downstream", str(tmp_path / "nothing"))
+    assert_one_line_error(code, err, "no finished cells")
+    assert not table_directory.exists()

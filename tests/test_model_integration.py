@@ -167,3 +167,39 @@ def test_live_evaluations_on_the_shipped_token_ids_reproduce_the_shipped_rows(na
     for fresh, row in zip(live.evaluate(subsets), stored):
         assert fresh.loss == pytest.approx(row.loss, rel=rel, abs=0), fresh.subset
         np.testing.assert_allclose(fresh.per_sample, row.per_sample, rtol=0, atol=per_sample_abs)
+
+
+def test_downstream_scores_are_lm_eval_scores_of_the_rebuilt_real_model(tmp_path, monkeypatch):
+    """`bench downstream` stores, and reports read back, the log-likelihoods lm-eval-harness
+    would compute on the model physically rebuilt without the blocks (here ARC-Easy, 3 items)."""
+    import problems
+    from bench.downstream import evaluate_models, stored_scores
+    from oracle.model_loading import load_model
+    from oracle.objectives import choice_accuracy
+    from problems.calibration_tokens import choice_items
+    from problems.model_problems import MODELS, problem_spec
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path))
+    options = {"items": 3}
+    evaluate_models("smollm2-135m", [(), (17,)], ["arc_easy"], options)
+    loaded = load_model(MODELS["smollm2-135m"])
+    items = choice_items(problem_spec("smollm2-135m/arc_easy", items=3))
+    tokenizer = loaded.tokenizer
+    stored = stored_scores("smollm2-135m", [(), (17,), (5,)], ["arc_easy"], options)
+    assert set(stored) == {((), "arc_easy"), ((17,), "arc_easy")}, "nothing is evaluated when reading"
+    for subset in [(), (17,)]:
+        rebuilt = rebuilt_without(loaded.model, subset)
+        nll = []
+        for item in items:
+            for choice in item["choices"]:
+                whole = tokenizer(choice["context"] + choice["continuation"])["input_ids"]
+                head = len(tokenizer(choice["context"])["input_ids"])
+                with torch.no_grad():
+                    logprobs = rebuilt(torch.tensor([whole])).logits[0].double().log_softmax(-1)
+                nll.append(-float(sum(logprobs[i - 1, whole[i]] for i in range(head, len(whole)))))
+        lengths = [[len(c["continuation"]) for c in item["choices"]] for item in items]
+        acc, acc_norm = choice_accuracy(np.array(nll), [item["gold"] for item in items], lengths)
+        np.testing.assert_array_equal(stored[subset, "arc_easy"].acc, acc)
+        np.testing.assert_array_equal(stored[subset, "arc_easy"].acc_norm, acc_norm)
+        with problems.get("smollm2-135m/arc_easy", oracle="replay", items=3) as problem:
+            np.testing.assert_allclose(problem.evaluate([subset])[0].per_sample, nll, rtol=1e-4)

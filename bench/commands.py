@@ -401,8 +401,32 @@ def data_check(args: Namespace) -> int:
     for row in results:
         status = "matches" if row["match"] else "DIFFERS"
         print(f"{row['name']:<40} {row['rows']:>6} rows  {status}")
+    austen_ok = austen_file(rebuild=False)
     tokens_ok = report_token_files(write_missing=False)
-    return 0 if all(row["match"] for row in results) and tokens_ok else 1
+    return 0 if all(row["match"] for row in results) and tokens_ok and austen_ok else 1
+
+
+def austen_file(rebuild: bool) -> bool:
+    """Build the held-out Austen text from its Debian package and compare it with (or, with
+    `rebuild`, write it over) the shipped file; print one line. A machine without Debian's tools
+    skips it."""
+    import tempfile
+
+    from oracle.fingerprint import file_digest
+    from problems.austen_text import FILE_NAME, build_austen_file
+    from problems.data_build import DATA_DIR
+
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            built = build_austen_file(Path(directory))
+        except DataError as error:
+            print(f"{FILE_NAME:<40} skipped: {error}")
+            return True
+        same = (DATA_DIR / FILE_NAME).is_file() and file_digest(str(built)) == file_digest(str(DATA_DIR / FILE_NAME))
+        if rebuild and not same:
+            (DATA_DIR / FILE_NAME).write_bytes(built.read_bytes())
+    print(f"{FILE_NAME:<40} {'matches' if same else 'written' if rebuild else 'DIFFERS'}")
+    return same or rebuild
 
 
 def data_rebuild(args: Namespace) -> int:
@@ -412,6 +436,7 @@ def data_rebuild(args: Namespace) -> int:
     (DATA_DIR / "SOURCES.md").write_text(render_sources(results))
     for row in results:
         print(f"{row['name']:<40} {row['rows']:>6} rows  sha256 {row['sha256'][:16]}")
+    austen_file(rebuild=True)
     return 0 if report_token_files(write_missing=True) else 1
 
 

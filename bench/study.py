@@ -87,7 +87,7 @@ class SolverRow:
     loss: float
     accuracy: dict[str, float] | None  # per task and "mean", points; None when not evaluated
     interval: tuple[float, float] | None  # of the mean accuracy
-    perplexity: float | None  # held-out
+    perplexity: dict[str, float]  # held-out text → perplexity, for the texts evaluated
 
 
 def solver_rows(cells, scores: dict[tuple[str, tuple[int, ...]], Scores]) -> list[SolverRow]:
@@ -104,11 +104,15 @@ def solver_rows(cells, scores: dict[tuple[str, tuple[int, ...]], Scores]) -> lis
                 evaluated = has_tasks(found)
                 interval = (tuple(np.multiply(100, mean_accuracy_interval(
                     {task: found[task].headline(task) for task in TASKS}))) if evaluated else None)
-                held_out = found.get("heldout-wiki") if found else None
                 rows.append(SolverRow(problem, k, solver, tuple(row["seed"] for row in same), subset,
                                       same[0]["delta"], same[0]["loss"], accuracy(found) if evaluated else None,
-                                      interval, held_out.perplexity if held_out else None))
+                                      interval, held_out_perplexity(found)))
     return rows
+
+
+def held_out_perplexity(scores: Scores | None) -> dict[str, float]:
+    """Perplexity on each held-out text evaluated (sets without a headline task metric)."""
+    return {name: value.perplexity for name, value in (scores or {}).items() if name not in HEADLINE}
 
 
 # --- 2. Finding (i): the objective reshapes which blocks are redundant -------------------------

@@ -59,6 +59,10 @@ def _interval(interval: tuple[float, float], digits: int = 2, sign: str = "+") -
     return f"[{interval[0]:{sign}.{digits}f}, {interval[1]:{sign}.{digits}f}]"
 
 
+def _perplexities(values: dict[str, float], texts: list[str]) -> list[str]:
+    return [f"{values[text]:.2f}" if text in values else "—" for text in texts]
+
+
 def _subset(subset) -> str:
     return "{" + ",".join(map(str, subset)) + "}"
 
@@ -73,26 +77,28 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
                         f"scores on all six tasks" + ("" if evaluated == len(answers) else
                                                        " (the others: `python -m bench downstream OUT`)"))
     rows = study.solver_rows(cells, scores)
+    texts = [name for name in evaluation_sets() if name not in HEADLINE]
     dense = {model: scores.get((model, ())) for model, _ in answers}
     for model, found in sorted(dense.items()):
         if study.has_tasks(found):
             accuracy = study.accuracy(found)
-            held = found.get("heldout-wiki")
             section.tables.append(StudyTable(
-                f"Dense {model}", ["model"] + [f"{t} ({HEADLINE[t]})" for t in HEADLINE] + ["mean", "held-out ppl"],
-                [[model] + [f"{accuracy[t]:.1f}" for t in HEADLINE] + [f"{accuracy['mean']:.1f}",
-                                                                        f"{held.perplexity:.2f}" if held else "—"]]))
+                f"Dense {model}", ["model"] + [f"{t} ({HEADLINE[t]})" for t in HEADLINE] + ["mean"] + texts,
+                [[model] + [f"{accuracy[t]:.1f}" for t in HEADLINE] + [f"{accuracy['mean']:.1f}"]
+                 + _perplexities(study.held_out_perplexity(found), texts)]))
     lines = [[f"{r.problem} k={r.k}", r.solver, ",".join(map(str, r.seeds)), _subset(r.subset), f"{r.delta:.4f}"]
              + ([f"{r.accuracy[t]:.1f}" for t in HEADLINE] + [f"{r.accuracy['mean']:.1f} "
                                                               f"{_interval(r.interval, 1, '')}"]
                 if r.accuracy else ["—"] * (len(HEADLINE) + 1))
-             + [f"{r.perplexity:.2f}" if r.perplexity else "—"] for r in rows]
+             + _perplexities(r.perplexity, texts) for r in rows]
     section.tables.append(StudyTable(
         "Pruned models downstream (the study's Tables 1–2)",
-        ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean [95%]", "held-out ppl"],
+        ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean [95%]"]
+        + [f"{text} ppl" for text in texts],
         lines, "Accuracy in %, 100 items per task drawn by seed 0 (ARC, HellaSwag and PIQA acc_norm; WinoGrande "
-               "and BoolQ acc, as lm-eval-harness reports them); the interval is a bootstrap over items; held-out "
-               "perplexity on BoolQ's validation passages (never calibrated on)."))
+               "and BoolQ acc, as lm-eval-harness reports them); the interval is a bootstrap over items. Held-out "
+               "perplexity on BoolQ's validation Wikipedia passages (never calibrated on) and on two Jane Austen "
+               "novels."))
 
     overlaps = study.objective_overlap(cells, n_blocks)
     if overlaps:

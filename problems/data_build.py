@@ -192,6 +192,11 @@ def render_sources(results: list[dict[str, Any]]) -> str:
         "line of each request's context. Unconditional rows (doc_id >= 1000000) are skipped; gold",
         "is checked against `doc.gold` (WinoGrande: `doc.answer`) and every request's label.",
         "",
+        "Held-out prose (`heldout-austen.jsonl.gz`, not listed below): the chapters of Jane",
+        "Austen's Northanger Abbey and Persuasion (public domain), from the Debian package",
+        "`r-cran-janeaustenr` (`problems/austen_text.py`); `data check` and `data rebuild` fetch",
+        "it with `apt-get download` where Debian's tools are available.",
+        "",
         "Rebuild: `python -m bench data rebuild` (writes the files and this page).",
         "Check: `python -m bench data check` (rebuilds into a temporary directory and compares",
         "sha256 with the shipped files).",
@@ -248,7 +253,7 @@ def _build_file(spec: PassageFile | ItemFile, root: Path, out: Path, version: st
         rows, record = _passage_rows(spec, root)
     else:
         rows, record = _item_rows(spec, root)
-    data = _gzip_jsonl(rows)
+    data = gzip_jsonl(rows)
     (out / spec.name).write_bytes(data)
     return {
         "name": spec.name,
@@ -453,7 +458,7 @@ def _seeded_sample(rows: list[dict], n: int, salt: str) -> list[dict]:
     return sorted(rows, key=rank)[:n]
 
 
-def _gzip_jsonl(rows: Iterable[dict]) -> bytes:
+def gzip_jsonl(rows: Iterable[dict]) -> bytes:
     """JSON lines with sorted keys, gzip'd without a name or timestamp in the header."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=9, mtime=0) as out:

@@ -65,10 +65,11 @@ DATA = {"ppl": "ppl-boolq-wiki-train", "kl": "ppl-boolq-wiki-train", "margin": "
 # Downstream evaluation sets, problems like the others (`<model>/<set>`) so that a pruned model's
 # per-item values are stored in tables and reports never re-evaluate: the reference study's six
 # zero-shot tasks on their validation splits ("choice", scored as lm-eval-harness scores them)
-# and held-out text for perplexity (Wikipedia passages of BoolQ's validation split, disjoint
-# from the calibration passages of its train split). Sizes: see `bench downstream`.
+# and held-out text for perplexity: Wikipedia passages of BoolQ's validation split (disjoint
+# from the calibration passages of its train split) and a second genre, two of Jane Austen's
+# novels (`problems.austen_text`).
 CHOICE_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq")
-HELDOUT_TEXTS = {"heldout-wiki": "ppl-boolq-wiki-validation"}
+HELDOUT_TEXTS = {"heldout-wiki": "ppl-boolq-wiki-validation", "heldout-austen": "heldout-austen"}
 DOWNSTREAM_SETS = CHOICE_TASKS + tuple(HELDOUT_TEXTS)
 DOWNSTREAM_ITEMS = 100
 DATA.update({task: f"eval-{task}-validation" for task in CHOICE_TASKS}, **HELDOUT_TEXTS)

@@ -193,3 +193,47 @@ def test_rebuilding_from_the_data_package_reproduces_every_shipped_file():
     assert [row["name"] for row in report if not row["match"]] == []
     assert {row["name"] for row in report} == {spec.name for spec in data_build.FILES} | {
         data_build.SOURCES_NAME}
+
+
+def _r_character_vector(lines):
+    """An R serialisation (XDR, version 3) of a character vector, as R writes one."""
+    import struct
+
+    body = b"X\n" + struct.pack(">iii", 3, 0x40201, 0x30500) + struct.pack(">i", 5) + b"UTF-8"
+    body += struct.pack(">ii", 16, len(lines))
+    for line in lines:
+        if line is None:
+            body += struct.pack(">ii", 9, -1)
+        else:
+            encoded = line.encode("utf-8")
+            body += struct.pack(">ii", 0x40009, len(encoded)) + encoded
+    return body
+
+
+def test_austen_novels_are_read_from_an_r_lazy_load_database_by_chapter(tmp_path):
+    import struct
+    import zlib
+
+    from problems.austen_text import chapter_rows, novels
+
+    novel = ["PERSUASION", "", "Chapter 1", "", "Sir Walter Elliot, of", "Kellynch Hall.", "", "He was vain.",
+             None, "Chapter 2", "", "Mr Shepherd, a civil", "lawyer."]
+    other = ["EMMA", "", "CHAPTER IV", "Emma Woodhouse."]
+    database = tmp_path / "Rdata.rdb"
+    database.write_bytes(b"".join(struct.pack(">i", len(_r_character_vector(v))) + zlib.compress(_r_character_vector(v))
+                                  for v in (novel, other)))
+    found = novels(database)
+    assert set(found) == {"PERSUASION", "EMMA"}
+    rows = chapter_rows("Persuasion", found["PERSUASION"])
+    assert rows == [
+        {"id": "persuasion-01", "title": "Persuasion, Chapter 1", "text": "Sir Walter Elliot, of Kellynch Hall.\nHe was vain."},
+        {"id": "persuasion-02", "title": "Persuasion, Chapter 2", "text": "Mr Shepherd, a civil lawyer."},
+    ]
+    assert chapter_rows("Emma", found["EMMA"])[0]["id"] == "emma-04"
+
+
+def test_held_out_austen_text_is_long_enough_and_unlike_the_calibration_text():
+    texts = load_passages("heldout-austen")
+    assert sum(len(text.split()) for text in texts) > 150_000
+    assert {text.split(",")[0] for text in texts} == {"Northanger Abbey", "Persuasion"}
+    assert not set(texts) & set(load_passages("ppl-boolq-wiki-train"))

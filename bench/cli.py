@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
     run.add_argument("--k", nargs="+", type=integer, default=[4, 6, 8], help="blocks to remove (default 4 6 8)")
     run.add_argument("--solvers", default="panel",
-                     help="panel (default: every solver but exact, which would enumerate every k-subset), all, "
+                     help="panel (default: every solver but exact, which would enumerate every k-subset, and "
+                          "ng-DiscreteOnePlusOne), all (the panel and exact), "
                           "or names, e.g. greedy,random,exact")
     run.add_argument("--seeds", nargs="+", type=integer, default=[0, 1, 2], help="default 0 1 2")
     run.add_argument("--oracle", choices=("live", "replay"), default="replay")

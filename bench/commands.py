@@ -171,7 +171,7 @@ def solve(args: Namespace) -> int:
 def run(args: Namespace) -> int:
     from bench.runner import Grid, completed, failure_line, leaderboard, run_grid
 
-    groups = {"all": solvers.names(), "panel": [name for name in solvers.names() if name != "exact"]}
+    groups = {"all": sorted(solvers.panel() + ["exact"]), "panel": solvers.panel()}
     names = groups.get(args.solvers) or [n.strip() for n in args.solvers.split(",") if n.strip()]
     if not names:
         raise BadInput(f"--solvers {args.solvers!r} names no solver")

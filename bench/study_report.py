@@ -159,6 +159,7 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
                                 figures.relevance(model, labels, matrix, target / f"relevance__{model}.png"),
                                 "Damage of removing each block alone, per objective and evaluation set, each row "
                                 "scaled to its largest value (the task dependence of block relevance)."))
+    section.tables += one_shot_against_iterative(cells, n_blocks, table_paths)
     verdicts = study.verdicts(overlaps, alignments, contrasts, criteria)
     section.tables.append(StudyTable(
         "Verdicts", ["finding", "model", "verdict", "evidence"],
@@ -204,6 +205,45 @@ def _open(path: Path | None):
     from oracle.table import EvaluationTable
 
     return EvaluationTable.open(path, mode="r") if path is not None and Path(path).exists() else None
+
+
+def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None]
+                               ) -> list[StudyTable]:
+    """Per (problem, k): Δ of removing the k blocks each stored criterion ranks least important
+    at once (one-shot), against greedy, which removes one block at a time by the measured loss
+    (iterative). One-shot subsets the table lacks are shown as such, never predicted."""
+    criteria = ("cosine", "angular")
+    lines = []
+    for (problem, k), runs in cells.items():
+        table = _open(table_paths.get(problem))
+        if table is None:
+            continue
+        with table:
+            empty = table.lookup(())
+            if empty is None:
+                continue
+            cells_of_line = []
+            for name in criteria:
+                scores = _attribute(table, f"block_scores/{name}")
+                if scores is None:
+                    cells_of_line.append("—")
+                    continue
+                subset = tuple(sorted(np.argsort(np.asarray(scores), kind="stable")[:k].tolist()))
+                found = table.lookup(subset)
+                cells_of_line.append(f"{found.loss - empty.loss:.4f} {_subset(subset)}" if found
+                                     else f"not in table {_subset(subset)}")
+        by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}" if name in runs else "—"
+                   for name in ("oneshot", "greedy")]
+        lines.append([problem, str(k), *cells_of_line, *by_loss])
+    if not lines:
+        return []
+    return [StudyTable("One-shot against iterative removal",
+                       ["problem", "k", "one-shot cosine Δ", "one-shot angular Δ", "one-shot removal-loss Δ",
+                        "iterative (greedy) Δ"], lines,
+                       "One-shot: the k blocks of lowest score removed at once (block influence 1 − cos, angular "
+                       "distance of a block's input and output, or the loss of removing the block alone); "
+                       "iterative: greedy re-measures the loss after every removal. Iterating the hidden-state "
+                       "criteria needs the pruned model's states, which the tables do not hold.")]
 
 
 def _attribute(table, name: str):

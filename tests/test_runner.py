@@ -200,10 +200,10 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
     out = tmp_path / "default"
     code, stdout, _ = run(capsys, "run", "--out", str(out))
-    assert code == 0 and "162 cells run" in stdout  # 2 problems × k=4, 6, 8 × 9 solvers × 3 seeds
+    assert code == 0 and "180 cells run" in stdout  # 2 problems × k=4, 6, 8 × 10 solvers × 3 seeds
     assert "replay fidelity 100.0% of" in stdout
     rows = read_rows([out])
-    assert len(rows) == 162 and {row["k"] for row in rows} == {4, 6, 8}
+    assert len(rows) == 180 and {row["k"] for row in rows} == {4, 6, 8}
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)
 

@@ -478,15 +478,17 @@ LEADERBOARD_LEGEND = ("score: (mean Δ of random − Δ)/(mean Δ of random − 
 def leaderboard(rows: list[dict]) -> str:
     """The leaderboard of annotated rows as text (see `leaderboard_cells`)."""
     lines = []
-    for cell in leaderboard_cells(rows):
+    cells = leaderboard_cells(rows)
+    width = max([10] + [len(s["solver"]) for cell in cells for s in cell["stats"]])
+    for cell in cells:
         lines.append(f"{cell['problem']}, k={cell['k']}: best-known Δ {cell['best']:.5f}"
                      + (f" (certified optimum {cell['certified']:.5f})" if cell["certified"] is not None else ""))
-        lines.append(f"  {'solver':<10} {'seeds':>5} {'mean Δ':>10} {'mean gap':>10} {'score':>7} "
+        lines.append(f"  {'solver':<{width}} {'seeds':>5} {'mean Δ':>10} {'mean gap':>10} {'score':>7} "
                      f"{'evals':>8} {'wall s':>8} {'fidelity':>9}")
         for s in cell["stats"]:
             mark = "*" if s["solver"] == cell["cheapest"] else " "
             surrogate = "~" if s["surrogate"] else " "
-            lines.append(f"{mark} {s['solver']:<10} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
+            lines.append(f"{mark} {s['solver']:<{width}} {s['seeds']:>5} {s['delta']:>10.5f} {s['gap']:>10.5f} "
                          f"{format_score(s['score']):>7} {s['evaluations']:>8.1f} {s['wall_s']:>8.2f} "
                          f"{format_fidelity(s['fidelity']):>9}{surrogate}")
     lines.append(LEADERBOARD_LEGEND)

@@ -13,7 +13,7 @@ from oracle.evaluation import OracleCounters
 from oracle.integers import is_integer
 from oracle.layered_table import LayeredTable
 from oracle.memo import MemoOracle, ReplayOracle
-from oracle.model_loading import ModelSource
+from oracle.model_loading import ModelSource, check_device
 from oracle.sample_prefix import SamplePrefixOracle
 from oracle.table import EvaluationTable, table_path
 from problems import table_directories
@@ -50,6 +50,8 @@ def build_problem(
         raise BadInput(f"batch_tokens must be an integer of at least 1, got {batch_tokens!r}")
     dtype = check_dtype(device, dtype)
     check_executor(executor, workers, address)
+    if oracle == "live" or on_miss == "live":
+        check_device(device)  # before any table is created for evaluations that could not run
     spec = problem_spec(name, study_sizes=study_sizes, dtype=dtype, **sizes)
     n_blocks = spec["model"]["n_blocks"]
     live = DeferredLiveOracle(spec, device, n_blocks, batch_tokens, (executor, workers, address))

@@ -275,3 +275,9 @@ def test_downstream_refuses_unknown_sets_and_runs_without_answers(capsys, tmp_pa
     code, _, err = run(capsys, "downstream", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no finished cells")
     assert not table_directory.exists()
+
+
+def test_an_unusable_device_is_refused_before_a_table_is_created(capsys, table_directory):
+    code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "3", "--device", "nodevice")
+    assert_one_line_error(code, err, "nodevice")
+    assert not table_directory.exists()

@@ -133,7 +133,8 @@ def render(directory: Path) -> str:
                   f"    python -m bench run --oracle live --problem {spec['name']} --k 4 6 8 "
                   f"--out results/build-{spec['objective']['name']}", "",
                   "(the second evaluates the triples, those the surrogate predicts best first; the third runs the "
-                  "default panel, seeds 0 1 2, random and evopress at 100 evaluations, at k = 4, 6 and 8, which "
+                  "default panel, seeds 0 1 2, random, evopress and ng-DiscreteOnePlusOne at 100 evaluations, at k = 4, 6 "
+                  "and 8, which "
                   "`python -m bench run` requests)", ""]
     return "\n".join(lines)
 

@@ -206,6 +206,11 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
     assert len(rows) == 180 and {row["k"] for row in rows} == {4, 6, 8}
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)
+    # The study section comes from the shipped tables alone: no model, no evaluation.
+    summary = (out / "report" / "summary.md").read_text()
+    for heading in ("Pruned models downstream", "Finding (i)", "Finding (ii)", "Finding (iii)",
+                    "Beyond cosine similarity", "One-shot against iterative removal", "Verdicts"):
+        assert f"### {heading}" in summary, heading
 
 
 @pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")

@@ -131,19 +131,23 @@ def stored_scores(model: str, subsets: Iterable[Subset], sets: Sequence[str], op
     return scores
 
 
+def perplexity_interval(nll: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (95%) of a perplexity, exp of the mean window NLL, over windows."""
+    result = stats.bootstrap((np.asarray(nll, dtype=float),), lambda x, axis: np.exp(x.mean(axis=axis)),
+                             n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE, method="percentile",
+                             vectorized=True, rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def wilson_interval(correct: np.ndarray) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy from per-item 0/1 outcomes."""
     interval = stats.binomtest(int(np.sum(correct)), len(correct)).proportion_ci(CONFIDENCE, method="wilson")
     return float(interval.low), float(interval.high)
 
 
-def mean_accuracy(per_task: dict[str, np.ndarray]) -> float:
-    """Mean over tasks of each task's accuracy (per-item 0/1 outcomes)."""
-    return float(np.mean([np.mean(outcomes) for outcomes in per_task.values()]))
-
-
 def mean_accuracy_interval(per_task: dict[str, np.ndarray], seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap (95%) of `mean_accuracy`, items resampled within each task."""
+    """Percentile bootstrap (95%) of the mean over tasks of each task's accuracy (per-item 0/1
+    outcomes), items resampled within each task."""
     samples = [np.asarray(outcomes, dtype=float) for outcomes in per_task.values()]
     result = stats.bootstrap(samples, lambda *xs, axis: np.mean([x.mean(axis=axis) for x in xs], axis=0),
                              n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE, method="percentile",

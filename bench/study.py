@@ -86,14 +86,12 @@ class SolverRow:
     delta: float
     loss: float
     accuracy: dict[str, float] | None  # per task and "mean", points; None when not evaluated
-    interval: tuple[float, float] | None  # of the mean accuracy
-    perplexity: dict[str, float]  # held-out text → perplexity, for the texts evaluated
+    interval: dict[str, tuple[float, float]] | None  # per task (Wilson) and "mean" (bootstrap), points
+    perplexity: dict[str, tuple[float, tuple[float, float]]]  # held-out text → perplexity, interval
 
 
 def solver_rows(cells, scores: dict[tuple[str, tuple[int, ...]], Scores]) -> list[SolverRow]:
     """One row per (problem, k, solver, distinct subset); `scores` by (model, subset)."""
-    from bench.downstream import mean_accuracy_interval
-
     rows = []
     for (problem, k), runs in cells.items():
         model, _ = split_problem(problem)
@@ -102,17 +100,30 @@ def solver_rows(cells, scores: dict[tuple[str, tuple[int, ...]], Scores]) -> lis
                 same = [row for row in results if tuple(row["subset"]) == subset]
                 found = scores.get((model, subset))
                 evaluated = has_tasks(found)
-                interval = (tuple(np.multiply(100, mean_accuracy_interval(
-                    {task: found[task].headline(task) for task in TASKS}))) if evaluated else None)
                 rows.append(SolverRow(problem, k, solver, tuple(row["seed"] for row in same), subset,
                                       same[0]["delta"], same[0]["loss"], accuracy(found) if evaluated else None,
-                                      interval, held_out_perplexity(found)))
+                                      accuracy_intervals(found) if evaluated else None, held_out_perplexity(found)))
     return rows
 
 
-def held_out_perplexity(scores: Scores | None) -> dict[str, float]:
-    """Perplexity on each held-out text evaluated (sets without a headline task metric)."""
-    return {name: value.perplexity for name, value in (scores or {}).items() if name not in HEADLINE}
+def accuracy_intervals(scores: Scores) -> dict[str, tuple[float, float]]:
+    """95% intervals (points) of each task's headline accuracy (Wilson) and of the mean (bootstrap
+    over items, stratified by task)."""
+    from bench.downstream import mean_accuracy_interval, wilson_interval
+
+    per_task = {task: scores[task].headline(task) for task in TASKS}
+    intervals = {task: wilson_interval(outcomes) for task, outcomes in per_task.items()}
+    intervals["mean"] = mean_accuracy_interval(per_task)
+    return {name: (100 * low, 100 * high) for name, (low, high) in intervals.items()}
+
+
+def held_out_perplexity(scores: Scores | None) -> dict[str, tuple[float, tuple[float, float]]]:
+    """Perplexity and its bootstrap interval over windows on each held-out text evaluated (the
+    sets without a headline task metric)."""
+    from bench.downstream import perplexity_interval
+
+    return {name: (value.perplexity, perplexity_interval(value.nll)) for name, value in (scores or {}).items()
+            if name not in HEADLINE}
 
 
 # --- 2. Finding (i): the objective reshapes which blocks are redundant -------------------------

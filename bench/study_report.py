@@ -59,8 +59,14 @@ def _interval(interval: tuple[float, float], digits: int = 2, sign: str = "+") -
     return f"[{interval[0]:{sign}.{digits}f}, {interval[1]:{sign}.{digits}f}]"
 
 
-def _perplexities(values: dict[str, float], texts: list[str]) -> list[str]:
-    return [f"{values[text]:.2f}" if text in values else "—" for text in texts]
+def _accuracies(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
+    return [f"{values[name]:.1f} {_interval(intervals[name], 0, '')}" for name in (*HEADLINE, "mean")]
+
+
+def _perplexities(values: dict[str, tuple[float, tuple[float, float]]], texts: list[str]) -> list[str]:
+    # A broken model's perplexity runs to 10⁵: four significant digits keep every value readable.
+    return [f"{values[text][0]:.4g} [{values[text][1][0]:.4g}, {values[text][1][1]:.4g}]" if text in values else "—"
+            for text in texts]
 
 
 def _subset(subset) -> str:
@@ -81,22 +87,20 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
     dense = {model: scores.get((model, ())) for model, _ in answers}
     for model, found in sorted(dense.items()):
         if study.has_tasks(found):
-            accuracy = study.accuracy(found)
             section.tables.append(StudyTable(
                 f"Dense {model}", ["model"] + [f"{t} ({HEADLINE[t]})" for t in HEADLINE] + ["mean"] + texts,
-                [[model] + [f"{accuracy[t]:.1f}" for t in HEADLINE] + [f"{accuracy['mean']:.1f}"]
+                [[model] + _accuracies(study.accuracy(found), study.accuracy_intervals(found))
                  + _perplexities(study.held_out_perplexity(found), texts)]))
     lines = [[f"{r.problem} k={r.k}", r.solver, ",".join(map(str, r.seeds)), _subset(r.subset), f"{r.delta:.4f}"]
-             + ([f"{r.accuracy[t]:.1f}" for t in HEADLINE] + [f"{r.accuracy['mean']:.1f} "
-                                                              f"{_interval(r.interval, 1, '')}"]
-                if r.accuracy else ["—"] * (len(HEADLINE) + 1))
+             + (_accuracies(r.accuracy, r.interval) if r.accuracy else ["—"] * (len(HEADLINE) + 1))
              + _perplexities(r.perplexity, texts) for r in rows]
     section.tables.append(StudyTable(
         "Pruned models downstream (the study's Tables 1–2)",
-        ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean [95%]"]
+        ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean"]
         + [f"{text} ppl" for text in texts],
         lines, "Accuracy in %, 100 items per task drawn by seed 0 (ARC, HellaSwag and PIQA acc_norm; WinoGrande "
-               "and BoolQ acc, as lm-eval-harness reports them); the interval is a bootstrap over items. Held-out "
+               "and BoolQ acc, as lm-eval-harness reports them), each with its 95% interval: Wilson per task, a "
+               "bootstrap over items (stratified by task) for the mean, over windows for perplexity. Held-out "
                "perplexity on BoolQ's validation Wikipedia passages (never calibrated on) and on two Jane Austen "
                "novels."))
 

@@ -106,3 +106,16 @@ def test_verdicts_follow_their_rules():
     assert found["(ii) "] == INCONCLUSIVE
     found = {v.finding[:5]: v.verdict for v in study.verdicts([undecided], [positive], [], [])}
     assert found["(i) t"] == NOT_REPRODUCED and found["(ii) "] == NOT_REPRODUCED
+
+
+def test_solver_rows_give_one_row_per_distinct_subset_with_intervals_on_every_number():
+    rows = [row("m/ppl", 2, "greedy", seed, (1, 2)) for seed in (0, 1)] + [row("m/ppl", 2, "random", 0, (3, 4))]
+    scores = {("m", (1, 2)): {**scores_with(0.6), "heldout-wiki": SetScores(nll=np.array([2.0, 2.2, 1.8]))}}
+    found = study.solver_rows(cells_of(rows), scores)
+    assert [(r.solver, r.seeds, r.subset) for r in found] == [("greedy", (0, 1), (1, 2)), ("random", (0,), (3, 4))]
+    greedy, unevaluated = found
+    assert greedy.accuracy["mean"] == pytest.approx(60.0)
+    assert all(low < greedy.accuracy[name] < high for name, (low, high) in greedy.interval.items())
+    value, (low, high) = greedy.perplexity["heldout-wiki"]
+    assert value == pytest.approx(np.exp(2.0)) and low < value < high
+    assert unevaluated.accuracy is None and unevaluated.perplexity == {}

@@ -156,10 +156,12 @@ def test_live_evaluations_on_the_shipped_token_ids_reproduce_the_shipped_rows(na
     from problems.model_problems import problem_spec
     from tests.test_calibration_tokens import shipped_table
 
-    # ppl reproduces its rows to 1e-6. A margin is a difference of option means whose fp32 sums
-    # depend on how the packed rows are batched: its rows agree to ~2e-5 relative (4.5e-5 nats
-    # per item at most) however they are batched, while other token ids move every row by far more.
-    rel, per_sample_abs = (1e-6, 1e-5) if name.endswith("/ppl") else (1e-4, 2e-4)
+    # fp32 sums move with the thread count and the library release (transformers 5.24 → 5.25
+    # moved ppl's L(∅) by 2.2e-6 relative), so ppl rows are reproduced to 1e-5. A margin is a
+    # difference of option means whose sums also depend on how the packed rows are batched: its
+    # rows agree to ~2e-5 relative (4.5e-5 nats per item at most), while other token ids move
+    # every row by far more.
+    rel, per_sample_abs = (1e-5, 1e-4) if name.endswith("/ppl") else (1e-4, 2e-4)
     subsets = [(), (4, 19)]
     with EvaluationTable.open(shipped_table(name), mode="r") as table:
         stored = [table.lookup(subset) for subset in subsets]

@@ -1,6 +1,7 @@
 """RayOracle on a tiny model with two CPU workers: the same values as the in-process live
 oracle, nothing lost when a worker dies, and every chunk written through by MemoOracle."""
 
+import contextlib
 import itertools
 import os
 import sys
@@ -63,10 +64,25 @@ def local_ray():
     ray.shutdown()
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Ray gives each one-CPU worker one thread, and the thread count changes fp32 reductions
+    (by ~1e-8 here): in-process references run on one thread too, so values must match exactly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference():
-    oracle = tiny_oracle()
-    return {evaluation.subset: evaluation for evaluation in oracle.evaluate([()] + SINGLES_AND_PAIRS)}
+    with one_thread():
+        oracle = tiny_oracle()
+        return {evaluation.subset: evaluation for evaluation in oracle.evaluate([()] + SINGLES_AND_PAIRS)}
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +143,10 @@ def test_a_batch_comes_back_in_contiguous_chunks_of_the_visit_order(workers):
 
 
 def test_criteria_come_from_a_replica(workers):
-    local = tiny_oracle()
-    np.testing.assert_array_equal(workers.block_scores("cosine"), local.block_scores("cosine"))
-    np.testing.assert_array_equal(workers.run_distances(2), local.run_distances(2))
+    with one_thread():
+        local = tiny_oracle()
+        np.testing.assert_array_equal(workers.block_scores("cosine"), local.block_scores("cosine"))
+        np.testing.assert_array_equal(workers.run_distances(2), local.run_distances(2))
 
 
 def test_memo_over_ray_writes_every_chunk_to_the_table_as_it_arrives(workers, reference, tmp_path, monkeypatch):

@@ -69,10 +69,20 @@ class ObjectivePair:
     n_solvers: int
 
 
-def across_objectives(cells: dict[Cell, dict[str, list[dict]]]) -> list[ObjectivePair]:
-    """For each model and k with more than one objective and each pair of its objectives: how far
-    each solver's subsets agree, and how well the solvers' rankings agree. Synthetic functions
-    share no model, so they are never paired."""
+@dataclass(frozen=True)
+class ObjectivesOfModel:
+    """Two objectives' runs on one model at one k, and the solvers run under both."""
+
+    model: str
+    k: int
+    objectives: tuple[str, str]
+    runs: tuple[dict[str, list[dict]], dict[str, list[dict]]]
+    shared: list[str]
+
+
+def objective_pairs(cells: dict[Cell, dict[str, list[dict]]]) -> list[ObjectivesOfModel]:
+    """For each model and k with more than one objective, each pair of its objectives that share
+    a solver. Synthetic functions share no model, so they are never paired."""
     by_model: dict[tuple[str, int], dict[str, dict[str, list[dict]]]] = defaultdict(dict)
     for (problem, k), runs in cells.items():
         model, objective = split_problem(problem)
@@ -83,12 +93,21 @@ def across_objectives(cells: dict[Cell, dict[str, list[dict]]]) -> list[Objectiv
         for first, second in itertools.combinations(sorted(objectives), 2):
             a, b = objectives[first], objectives[second]
             shared = [solver for solver in a if solver in b]
-            if not shared:
-                continue
-            rho = (spearman([mean_delta(a[s]) for s in shared], [mean_delta(b[s]) for s in shared])
-                   if len(shared) >= 3 else math.nan)
-            pairs.append(ObjectivePair(model, k, (first, second),
-                                       {s: mean_jaccard(a[s], b[s]) for s in shared}, rho, len(shared)))
+            if shared:
+                pairs.append(ObjectivesOfModel(model, k, (first, second), (a, b), shared))
+    return pairs
+
+
+def across_objectives(cells: dict[Cell, dict[str, list[dict]]]) -> list[ObjectivePair]:
+    """For each model and k and each pair of its objectives: how far each solver's subsets agree,
+    and how well the solvers' rankings agree."""
+    pairs = []
+    for pair in objective_pairs(cells):
+        (a, b), shared = pair.runs, pair.shared
+        rho = (spearman([mean_delta(a[s]) for s in shared], [mean_delta(b[s]) for s in shared])
+               if len(shared) >= 3 else math.nan)
+        pairs.append(ObjectivePair(pair.model, pair.k, pair.objectives,
+                                   {s: mean_jaccard(a[s], b[s]) for s in shared}, rho, len(shared)))
     return pairs
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from bench.analysis import split_problem
+from bench.analysis import objective_pairs, split_problem
 from bench.downstream import BOOTSTRAP_RESAMPLES, CONFIDENCE, HEADLINE, SetScores
 
 Scores = dict[str, SetScores]  # evaluation set → one pruned model's scores
@@ -150,41 +150,33 @@ def objective_overlap(cells, n_blocks: dict[str, int], seed: int = 0) -> list[Ob
     over across-objective agreement is compared with every assignment of the labels (random
     ones beyond EXACT_ASSIGNMENTS; small p: the objective decides; with n solvers p ≥ 2/2ⁿ)."""
     rng = np.random.default_rng(seed)
-    by_model: dict[tuple[str, int], dict[str, dict[str, list[dict]]]] = {}
-    for (problem, k), runs in cells.items():
-        model, objective = split_problem(problem)
-        if model != "synthetic":
-            by_model.setdefault((model, k), {})[objective] = runs
     found = []
-    for (model, k), objectives in sorted(by_model.items()):
-        blocks = n_blocks[f"{model}/{next(iter(objectives))}"]
-        for first, second in itertools.combinations(sorted(objectives), 2):
-            shared = [solver for solver in objectives[first] if solver in objectives[second]]
-            if not shared:
-                continue
-            # Per solver and objective, the seeds' subsets as a seeds × blocks 0/1 matrix.
-            masks = [[_masks(objectives[name][s], blocks) for name in (first, second)] for s in shared]
-            overlaps, p_values = {}, {}
-            for solver, (a, b) in zip(shared, masks):
-                observed = _mean_pair_jaccard(a, b)
-                relabelled = _mean_pair_jaccard(a, np.stack([b[:, rng.permutation(blocks)]
-                                                             for _ in range(PERMUTATIONS)]))
-                overlaps[solver] = float(observed)
-                p_values[solver] = float((1 + np.sum(relabelled >= observed - 1e-12)) / (1 + PERMUTATIONS))
-            # Agreement between every two (solver, objective) solutions: index 2s + objective.
-            flat = [side for pair in masks for side in pair]
-            agreement = np.array([[_mean_pair_jaccard(x, y) for y in flat] for x in flat])
-            n = len(shared)
-            across = float(np.mean([agreement[2 * s, 2 * s + 1] for s in range(n)]))
-            # Every assignment of the solvers' labels when there are few (an exact test), else random ones.
-            flips = (np.array(list(itertools.product((0, 1), repeat=n))) if 2 ** n <= EXACT_ASSIGNMENTS
-                     else np.vstack([np.zeros(n, dtype=int), rng.integers(0, 2, size=(PERMUTATIONS, n))]))
-            within = _within(agreement, flips)
-            excess = within - across
-            p_exchange = float(np.mean(excess >= excess[0] - 1e-12)) if 2 ** n <= EXACT_ASSIGNMENTS else float(
-                (1 + np.sum(excess[1:] >= excess[0] - 1e-12)) / (1 + PERMUTATIONS))
-            found.append(ObjectiveOverlap(model, k, (first, second), overlaps, p_values, float(within[0]), across,
-                                          p_exchange, n))
+    for objectives in objective_pairs(cells):
+        shared = objectives.shared
+        blocks = n_blocks[f"{objectives.model}/{objectives.objectives[0]}"]
+        # Per solver and objective, the seeds' subsets as a seeds × blocks 0/1 matrix.
+        masks = [[_masks(runs[s], blocks) for runs in objectives.runs] for s in shared]
+        overlaps, p_values = {}, {}
+        for solver, (a, b) in zip(shared, masks):
+            observed = _mean_pair_jaccard(a, b)
+            relabelled = _mean_pair_jaccard(a, np.stack([b[:, rng.permutation(blocks)]
+                                                         for _ in range(PERMUTATIONS)]))
+            overlaps[solver] = float(observed)
+            p_values[solver] = float((1 + np.sum(relabelled >= observed - 1e-12)) / (1 + PERMUTATIONS))
+        # Agreement between every two (solver, objective) solutions: index 2s + objective.
+        flat = [side for pair in masks for side in pair]
+        agreement = np.array([[_mean_pair_jaccard(x, y) for y in flat] for x in flat])
+        n = len(shared)
+        across = float(np.mean([agreement[2 * s, 2 * s + 1] for s in range(n)]))
+        # Every assignment of the solvers' labels when there are few (an exact test), else random ones.
+        flips = (np.array(list(itertools.product((0, 1), repeat=n))) if 2 ** n <= EXACT_ASSIGNMENTS
+                 else np.vstack([np.zeros(n, dtype=int), rng.integers(0, 2, size=(PERMUTATIONS, n))]))
+        within = _within(agreement, flips)
+        excess = within - across
+        p_exchange = float(np.mean(excess >= excess[0] - 1e-12)) if 2 ** n <= EXACT_ASSIGNMENTS else float(
+            (1 + np.sum(excess[1:] >= excess[0] - 1e-12)) / (1 + PERMUTATIONS))
+        found.append(ObjectiveOverlap(objectives.model, objectives.k, objectives.objectives, overlaps, p_values, float(within[0]),
+                                      across, p_exchange, n))
     return found
 
 
@@ -275,45 +267,39 @@ def search_against_objective(cells, scores: dict[tuple[str, tuple[int, ...]], Sc
     variance σ² of mean accuracy within each objective (the study's Figure 3), the mean absolute
     accuracy difference between two solvers of one objective, and the mean absolute change when
     the objective is switched with the solver fixed."""
-    by_model: dict[tuple[str, int], dict[str, dict[str, list[dict]]]] = {}
-    for (problem, k), runs in cells.items():
-        model, objective = split_problem(problem)
-        by_model.setdefault((model, k), {})[objective] = runs
     found = []
-    for (model, k), objectives in sorted(by_model.items()):
-        for first, second in itertools.combinations(sorted(objectives), 2):
-            chosen = {}
-            for solver in objectives[first]:
-                if solver not in objectives[second]:
-                    continue
-                pair = [tuple(objectives[name][solver][0]["subset"]) for name in (first, second)]
-                if all(has_tasks(scores.get((model, subset))) for subset in pair):
-                    chosen[solver] = pair
-            if len(chosen) < 3:
-                continue
-            models = [scores[model, pair[0]] for pair in chosen.values()] + [scores[model, pair[1]]
-                                                                            for pair in chosen.values()]
-            per_task = _outcomes(models)
-            n = len(chosen)
+    for objectives in objective_pairs(cells):
+        model = objectives.model
+        chosen = {}
+        for solver in objectives.shared:
+            pair = [tuple(runs[solver][0]["subset"]) for runs in objectives.runs]
+            if all(has_tasks(scores.get((model, subset))) for subset in pair):
+                chosen[solver] = pair
+        if len(chosen) < 3:
+            continue
+        models = [scores[model, pair[0]] for pair in chosen.values()] + [scores[model, pair[1]]
+                                                                        for pair in chosen.values()]
+        per_task = _outcomes(models)
+        n = len(chosen)
 
-            def variance_of(side: int) -> Callable[[np.ndarray], float]:
-                return lambda means: float(np.var(means[side * n : (side + 1) * n]))
+        def variance_of(side: int) -> Callable[[np.ndarray], float]:
+            return lambda means: float(np.var(means[side * n : (side + 1) * n]))
 
-            def within(means: np.ndarray) -> float:
-                return float(np.mean([abs(side[i] - side[j]) for side in (means[:n], means[n:])
-                                      for i, j in itertools.combinations(range(n), 2)]))
+        def within(means: np.ndarray) -> float:
+            return float(np.mean([abs(side[i] - side[j]) for side in (means[:n], means[n:])
+                                  for i, j in itertools.combinations(range(n), 2)]))
 
-            def switch(means: np.ndarray) -> float:
-                return float(np.mean(np.abs(means[:n] - means[n:])))
+        def switch(means: np.ndarray) -> float:
+            return float(np.mean(np.abs(means[:n] - means[n:])))
 
-            means = _mean_accuracy(*per_task)
-            found.append(SearchAgainstObjective(
-                model, k, (first, second), tuple(chosen),
-                {name: (variance_of(side)(means), _bootstrap(per_task, variance_of(side), seed))
-                 for side, name in enumerate((first, second))},
-                (within(means), _bootstrap(per_task, within, seed)),
-                (switch(means), _bootstrap(per_task, switch, seed)),
-                _bootstrap(per_task, lambda m: switch(m) - within(m), seed)))
+        means = _mean_accuracy(*per_task)
+        found.append(SearchAgainstObjective(
+            model, objectives.k, objectives.objectives, tuple(chosen),
+            {name: (variance_of(side)(means), _bootstrap(per_task, variance_of(side), seed))
+             for side, name in enumerate(objectives.objectives)},
+            (within(means), _bootstrap(per_task, within, seed)),
+            (switch(means), _bootstrap(per_task, switch, seed)),
+            _bootstrap(per_task, lambda m: switch(m) - within(m), seed)))
     return found
 
 

@@ -69,7 +69,11 @@ def locate_package_file(source: ModelSource) -> Path:
         module_name, _, function = source.assemble.partition(":")
         target = cache_root() / "gguf" / source.file
         if not target.exists():
-            getattr(importlib.import_module(module_name), function)(target)
+            # Assembled under a private name and renamed whole, so a concurrent first load never
+            # reads a half-written file.
+            staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
+            getattr(importlib.import_module(module_name), function)(staging)
+            os.replace(staging, target)
         return target
     path = Path(spec.submodule_search_locations[0]) / source.file
     if not path.exists():
@@ -145,7 +149,13 @@ def _dequantised_cache(source: ModelSource) -> Path:
         del model.config.quantization_config
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    # Rename last: a killed first load leaves only a staging folder, never a half cache.
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
+    # Rename last: a killed first load leaves only a staging folder, never a half cache. Two
+    # processes loading the model for the first time both dequantise it; the first rename wins
+    # and the other's identical copy is dropped, never the folder a process may be reading.
+    if not (directory / "config.json").exists():
+        shutil.rmtree(directory, ignore_errors=True)
+    try:
+        staging.rename(directory)
+    except OSError:
+        shutil.rmtree(staging)
     return directory

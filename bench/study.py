@@ -343,7 +343,8 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 
 def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlignment],
              contrasts: Sequence[SearchAgainstObjective], criteria: Sequence[CriterionAlignment]) -> list[Verdict]:
-    """Per model family, from the analyses' numbers:
+    """Per model family (and per pair of objectives for (i) and (iii), since two objectives may
+    agree where a third differs), from the analyses' numbers:
     (i) reproduced when the exchange test finds more agreement within than across objectives
         (p < 0.05) at every k; not reproduced when it does at none; else inconclusive.
     (ii) on the ppl objective: reproduced when no k has an interval of ρ above 0 and at least
@@ -357,13 +358,12 @@ def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlig
     found = []
     for model in sorted({o.model for o in overlaps} | {split_problem(a.problem)[0] for a in alignments}
                         | {c.model for c in contrasts} | {split_problem(c.problem)[0] for c in criteria}):
-        mine = [o for o in overlaps if o.model == model]
-        if mine:
+        for pair, mine in _by_objectives(o for o in overlaps if o.model == model):
             decided = [o.p_exchange < ALPHA for o in mine]
             verdict = REPRODUCED if all(decided) else NOT_REPRODUCED if not any(decided) else INCONCLUSIVE
-            found.append(Verdict("(i) the objective reshapes which blocks are redundant", model, verdict, "; ".join(
-                f"k={o.k} {o.objectives[0]}/{o.objectives[1]}: Jaccard within {o.within:.2f}, across {o.across:.2f}, "
-                f"p={o.p_exchange:.3f}" for o in mine)))
+            found.append(Verdict("(i) the objective reshapes which blocks are redundant", f"{model}, {pair}", verdict,
+                                 "; ".join(f"k={o.k}: Jaccard within {o.within:.2f}, across {o.across:.2f}, "
+                                           f"p={o.p_exchange:.3f}" for o in mine)))
         mine = [a for a in alignments if a.problem == f"{model}/ppl"]
         if mine:
             above = [a.interval[0] > 0 for a in mine]
@@ -373,14 +373,15 @@ def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlig
             found.append(Verdict("(ii) perplexity rank and accuracy rank disagree", model, verdict, "; ".join(
                 f"k={a.k}: ρ={a.rho:+.2f} [{a.interval[0]:+.2f}, {a.interval[1]:+.2f}] over {len(a.subsets)} models"
                 for a in mine)))
-        mine = [c for c in contrasts if c.model == model]
-        if mine:
+        for pair, mine in _by_objectives(c for c in contrasts if c.model == model):
             above = [c.excess[0] > 0 for c in mine]
             below = [c.excess[1] < 0 for c in mine]
             verdict = REPRODUCED if all(above) else NOT_REPRODUCED if any(below) else INCONCLUSIVE
-            found.append(Verdict("(iii) the objective moves accuracy more than the search", model, verdict, "; ".join(
-                f"k={c.k}: switch objective {c.switch[0]:.1f} pts, switch solver {c.within[0]:.1f} pts, "
-                f"excess [{c.excess[0]:+.1f}, {c.excess[1]:+.1f}]" for c in mine)))
+            found.append(Verdict("(iii) the objective moves accuracy more than the search", f"{model}, {pair}",
+                                 verdict, "; ".join(
+                                     f"k={c.k}: switch objective {c.switch[0]:.1f} pts, switch solver "
+                                     f"{c.within[0]:.1f} pts, excess [{c.excess[0]:+.1f}, {c.excess[1]:+.1f}]"
+                                     for c in mine)))
         for c in criteria:
             if split_problem(c.problem)[0] == model and c.criterion == "cosine" and c.target == "Δ calibration loss":
                 weak = abs(c.spearman) < 0.5 and c.misranked >= 0.2
@@ -389,3 +390,13 @@ def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlig
                                      f"Pearson {c.pearson:+.2f}, Spearman {c.spearman:+.2f}, "
                                      f"{100 * c.misranked:.0f}% of block pairs misranked"))
     return found
+
+
+def _by_objectives(results) -> list[tuple[str, list]]:
+    """One model's results of a pairwise analysis grouped by their pair of objectives, each
+    group in order of k: [("margin vs ppl", [...]), ...]."""
+    groups: dict[tuple[str, str], list] = {}
+    for result in results:
+        groups.setdefault(result.objectives, []).append(result)
+    return [(f"{first} vs {second}", sorted(group, key=lambda result: result.k))
+            for (first, second), group in sorted(groups.items())]

@@ -97,15 +97,29 @@ def test_verdicts_follow_their_rules():
     strong = study.CriterionAlignment("m/ppl", "cosine", "Δ calibration loss", 0.9, 0.8, 0.1)
     found = {(v.finding[:5], v.model): v.verdict for v in study.verdicts(
         [overlap], [negative], [contrast], [weak, strong])}
-    assert found["(i) t", "m"] == REPRODUCED
+    assert found["(i) t", "m, margin vs ppl"] == REPRODUCED
     assert found["(ii) ", "m"] == REPRODUCED
-    assert found["(iii)", "m"] == REPRODUCED
+    assert found["(iii)", "m, margin vs ppl"] == REPRODUCED
     assert found["cosin", "m/margin"] == REPRODUCED and found["cosin", "m/ppl"] == NOT_REPRODUCED
     found = {v.finding[:5]: v.verdict for v in study.verdicts([overlap, undecided], [negative, positive], [], [])}
     assert found["(i) t"] == INCONCLUSIVE
     assert found["(ii) "] == INCONCLUSIVE
     found = {v.finding[:5]: v.verdict for v in study.verdicts([undecided], [positive], [], [])}
     assert found["(i) t"] == NOT_REPRODUCED and found["(ii) "] == NOT_REPRODUCED
+
+
+def test_each_pair_of_objectives_gets_its_own_verdict():
+    # A third objective that agrees with one of the others must not blur the first pair's verdict.
+    differ = study.ObjectiveOverlap("m", 4, ("margin", "ppl"), {}, {}, 0.5, 0.1, 0.01, 5)
+    agree = study.ObjectiveOverlap("m", 4, ("kl", "ppl"), {}, {}, 0.6, 0.8, 0.50, 5)
+    objective_matters = study.SearchAgainstObjective("m", 4, ("margin", "ppl"), ("a", "b", "c"), {},
+                                                     (1.0, (0.5, 1.5)), (9.0, (7.0, 11.0)), (5.0, 10.0))
+    same_models = study.SearchAgainstObjective("m", 4, ("kl", "ppl"), ("a", "b", "c"), {},
+                                               (1.0, (0.5, 1.5)), (0.0, (0.0, 0.0)), (-1.5, -0.5))
+    found = {(v.finding[:5], v.model): v.verdict
+             for v in study.verdicts([differ, agree], [], [objective_matters, same_models], [])}
+    assert found == {("(i) t", "m, kl vs ppl"): NOT_REPRODUCED, ("(i) t", "m, margin vs ppl"): REPRODUCED,
+                     ("(iii)", "m, kl vs ppl"): NOT_REPRODUCED, ("(iii)", "m, margin vs ppl"): REPRODUCED}
 
 
 def test_solver_rows_give_one_row_per_distinct_subset_with_intervals_on_every_number():

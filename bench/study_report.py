@@ -213,10 +213,10 @@ def _open(path: Path | None):
 
 def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None]
                                ) -> list[StudyTable]:
-    """Per (problem, k): Δ of removing the k blocks each stored criterion ranks least important
-    at once (one-shot), against greedy, which removes one block at a time by the measured loss
-    (iterative). One-shot subsets the table lacks are shown as such, never predicted."""
-    criteria = ("cosine", "angular")
+    """Per (problem, k) and criterion: Δ of removing the k blocks it ranks least important at
+    once (one-shot) against removing one block at a time and ranking again on the pruned model
+    (iterative: the stored removal order for the hidden-state criteria; greedy for the removal
+    loss). Subsets the table lacks are shown as such, never predicted."""
     lines = []
     for (problem, k), runs in cells.items():
         table = _open(table_paths.get(problem))
@@ -227,27 +227,35 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
             if empty is None:
                 continue
             cells_of_line = []
-            for name in criteria:
+            for name in ("cosine", "angular"):
                 scores = _attribute(table, f"block_scores/{name}")
-                if scores is None:
-                    cells_of_line.append("—")
-                    continue
-                subset = tuple(sorted(np.argsort(np.asarray(scores), kind="stable")[:k].tolist()))
-                found = table.lookup(subset)
-                cells_of_line.append(f"{found.loss - empty.loss:.4f} {_subset(subset)}" if found
-                                     else f"not in table {_subset(subset)}")
+                order = _attribute(table, f"removal_order/{name}")
+                one_shot = None if scores is None else np.argsort(np.asarray(scores), kind="stable")[:k]
+                iterative = None if order is None else order[:k]
+                cells_of_line += [_delta_of(table, empty, removed) for removed in (one_shot, iterative)]
         by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}" if name in runs else "—"
                    for name in ("oneshot", "greedy")]
         lines.append([problem, str(k), *cells_of_line, *by_loss])
     if not lines:
         return []
     return [StudyTable("One-shot against iterative removal",
-                       ["problem", "k", "one-shot cosine Δ", "one-shot angular Δ", "one-shot removal-loss Δ",
-                        "iterative (greedy) Δ"], lines,
+                       ["problem", "k", "cosine one-shot Δ", "cosine iterative Δ", "angular one-shot Δ",
+                        "angular iterative Δ", "removal-loss one-shot Δ", "removal-loss iterative (greedy) Δ"],
+                       lines,
                        "One-shot: the k blocks of lowest score removed at once (block influence 1 − cos, angular "
-                       "distance of a block's input and output, or the loss of removing the block alone); "
-                       "iterative: greedy re-measures the loss after every removal. Iterating the hidden-state "
-                       "criteria needs the pruned model's states, which the tables do not hold.")]
+                       "distance of a block's input and output at the last token, or the loss of removing the block "
+                       "alone); iterative: the block of lowest score removed, the scores measured again on the "
+                       "pruned model, k times (greedy re-measures the loss). — : the table holds no such criterion.")]
+
+
+def _delta_of(table, empty, removed) -> str:
+    """A report cell: Δ of removing `removed` with the subset, 'not in table' when the table
+    lacks it, — when there is no such subset (a criterion the table does not hold)."""
+    if removed is None:
+        return "—"
+    subset = tuple(sorted(int(block) for block in removed))
+    found = table.lookup(subset)
+    return f"{found.loss - empty.loss:.4f} {_subset(subset)}" if found else f"not in table {_subset(subset)}"
 
 
 def _attribute(table, name: str):

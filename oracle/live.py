@@ -19,7 +19,7 @@ import torch
 from oracle.block_runner import BlockRunner
 from oracle.devices import CPU_DENSE_CACHE_BYTES, to_host
 from oracle.errors import BadInput
-from oracle.evaluation import Evaluation, OracleCounters
+from oracle.evaluation import Evaluation, OracleCounters, rank_key
 from oracle.mutual_information import canonical_information, principal_basis
 from oracle.objectives import PreparedObjective
 from oracle.subset import Subset
@@ -93,6 +93,31 @@ class LiveOracle:
             return self._accuracy_relevance()
         raise BadInput(f"criterion {criterion!r} is not available from the live oracle (cosine, angular, accuracy)")
 
+    def removal_order(self, criterion: str) -> np.ndarray:
+        """Iterative removal under a hidden-state criterion ('cosine' or 'angular', per block):
+        remove the block of lowest score, measure the scores again on the model without it, and
+        repeat until one block is left. The N − 1 blocks in the order removed: the first k are
+        the iterative answer at k, the first alone is one-shot's. N − 1 forwards of ever smaller
+        models, none of them an evaluation."""
+        if criterion not in ("cosine", "angular"):
+            raise BadInput(f"criterion {criterion!r} has no iterative removal order (cosine, angular)")
+        removed: list[int] = []
+        for _ in range(self.n_blocks - 1):
+            scores = self.criteria_without(tuple(sorted(removed)))[criterion]
+            kept = [block for block in range(self.n_blocks) if block not in removed]
+            removed.append(min(kept, key=lambda block: (rank_key(float(scores[block])), block)))
+        return np.array(removed)
+
+    def criteria_without(self, removed: Subset) -> dict[str, np.ndarray]:
+        """Cosine Block Influence and angular distance (at the last real token) of every block
+        that runs in the model without `removed`, as the dense model's criteria are defined;
+        NaN for the removed blocks."""
+        influence, last = self._hidden_state_summary(removed)
+        angular = np.array([np.mean(np.arccos(np.clip(_cosine(last[block], last[block + 1]), -1.0, 1.0)) / np.pi)
+                            for block in range(self.n_blocks)])
+        angular[list(removed)] = np.nan
+        return {"cosine": influence, "angular": angular}
+
     def _accuracy_relevance(self) -> np.ndarray:
         """Accuracy-based relevance of each block (arXiv 2605.14075), from the unpruned model and
         the N single removals."""
@@ -152,18 +177,20 @@ class LiveOracle:
                     per_depth[depth].append(to_host(dense(depth).float())[real].numpy())
         return [np.concatenate(parts) for parts in per_depth]
 
-    def _hidden_state_summary(self) -> tuple[np.ndarray, np.ndarray]:
-        """One dense pass over the calibration batches: the cosine Block Influence of each block
-        and the float64 states at the last real token of every sample, shape (N+1, samples, d).
-        Both are computed on the device; only the N sums and the last-token states leave it."""
-        if self._summary is None:
+    def _hidden_state_summary(self, removed: Subset = ()) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over the calibration batches of the model without `removed` (the dense one
+        by default, kept): the cosine Block Influence of each block (NaN for removed ones) and the
+        float64 states at the last real token of every sample before each block and after the
+        last, shape (N+1, samples, d). Both are computed on the device; only the N sums and the
+        last-token states leave it."""
+        if removed or self._summary is None:
             n = self.n_blocks
             influence = torch.zeros(n, dtype=torch.float64, device=self.runner.device)
             tokens = 0
             last_states: list[list[np.ndarray]] = [[] for _ in range(n + 1)]
             with torch.no_grad():
                 for index, batch in enumerate(self._batches):
-                    dense = self._dense_states(index, batch, self.runner.context(batch))
+                    state = self._states_without(index, batch, self.runner.context(batch), removed)
                     real = batch.segment_ids >= 0
                     columns = torch.arange(real.shape[1], device=real.device)
                     last = torch.where(real, columns, -1).max(1).values
@@ -172,14 +199,39 @@ class LiveOracle:
                     previous = None
                     # Padding is weighted out rather than indexed out: no data-dependent shapes.
                     for depth in range(n + 1):
-                        current = dense(depth).double()
+                        current = state(depth).double()
                         last_states[depth].append(to_host(current[rows, last]).numpy())
                         if previous is not None:
                             influence[depth - 1] += ((1.0 - _cosine(previous, current)) * real).sum()
                         previous = current
-            self._summary = to_host(influence).numpy() / tokens, np.stack(
-                [np.concatenate(parts) for parts in last_states])
+            influence = to_host(influence).numpy() / tokens
+            influence[list(removed)] = np.nan
+            summary = influence, np.stack([np.concatenate(parts) for parts in last_states])
+            if removed:
+                return summary
+            self._summary = summary
         return self._summary
+
+    def _states_without(self, index: int, batch, context, removed: Subset):
+        """The state before each block (and after the last) of the model without `removed`,
+        on demand: the dense model's up to the first removed block, then computed; a removed
+        block passes its input on."""
+        dense = self._dense_states(index, batch, context)
+        if not removed:
+            return dense
+        first = min(removed)
+        computed = [dense(first)]
+
+        def state(depth: int) -> torch.Tensor:
+            if depth <= first:
+                return dense(depth)
+            while first + len(computed) <= depth:
+                block = first + len(computed) - 1
+                previous = computed[-1]
+                computed.append(previous if block in removed else self.runner.run_block(block, previous, context))
+            return computed[depth - first]
+
+        return state
 
     def _run_batch(self, index: int, batch, subsets: list[Subset]):
         runner = self.runner

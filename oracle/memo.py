@@ -1,9 +1,9 @@
 """Oracles backed by an evaluation table: MemoOracle writes every new evaluation through to the
 table; ReplayOracle answers from the table and decides what a miss means.
 
-Both also serve the per-block criteria of the live model (`block_scores`, `run_distances`):
-a value stored as a table attribute (`block_scores/<criterion>`, `run_distances/<length>`, JSON
-lists) is returned as is; otherwise it is computed by the live oracle, if there is one, and
+Both also serve the per-block criteria of the live model (`block_scores`, `run_distances`,
+`removal_order`, …): a value stored as a table attribute (`block_scores/<criterion>`,
+`run_distances/<length>`, `removal_order/<criterion>`, JSON lists) is returned as is; otherwise it is computed by the live oracle, if there is one, and
 stored when the table is writable, so a later strict replay needs no model."""
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class MemoOracle:
         return _stored_scores(self.table, self.inner, "segment_information", estimator,
                               f"segment information ({estimator})")
 
+    def removal_order(self, criterion: str) -> np.ndarray:
+        """Iterative removal order under a hidden-state criterion, from the table or the inner oracle."""
+        return _stored_scores(self.table, self.inner, "removal_order", criterion, f"removal order {criterion!r}")
+
 
 class ReplayOracle:
     """Answers from a table. A miss raises TableMiss (on_miss='strict'), is evaluated by `live`
@@ -109,6 +113,12 @@ class ReplayOracle:
         live = self.live if self.on_miss == "live" else None
         return _stored_scores(self.table, live, "segment_information", estimator,
                               f"segment information ({estimator})")
+
+    def removal_order(self, criterion: str) -> np.ndarray:
+        """Iterative removal order under a hidden-state criterion, from the table or (on_miss='live')
+        the live oracle."""
+        live = self.live if self.on_miss == "live" else None
+        return _stored_scores(self.table, live, "removal_order", criterion, f"removal order {criterion!r}")
 
     def _refuse(self, misses: Sequence[Subset]) -> list[Evaluation]:
         raise TableMiss(misses[0], str(self.table.path))

@@ -131,6 +131,10 @@ class RayOracle:
         """Hidden-state MI between block boundaries, from the first replica."""
         return self._delegate("segment_information", estimator)
 
+    def removal_order(self, criterion: str) -> np.ndarray:
+        """Iterative removal order under a hidden-state criterion, from the first replica."""
+        return self._delegate("removal_order", criterion)
+
     def _delegate(self, method: str, argument) -> np.ndarray:
         if not self._actors:
             raise BadInput("this RayOracle is closed")

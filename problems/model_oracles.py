@@ -213,6 +213,9 @@ class DeferredLiveOracle:
     def segment_information(self, estimator: str = "gaussian"):
         return self.live.segment_information(estimator)
 
+    def removal_order(self, criterion: str):
+        return self.live.removal_order(criterion)
+
     def close(self) -> None:
         """Release what the live oracle holds beyond this process (Ray actors)."""
         close = getattr(self._live, "close", None)

@@ -4,7 +4,7 @@ what guided solvers take as a prior.
 `removal_loss` (s_i = L({i})) needs only the black box, so it works on every problem. The
 hidden-state and accuracy criteria need a live model; a solver never touches one, so they are
 served by the problem's oracle when it offers `block_scores(criterion)` (and, for the contiguous
-angular criterion, `run_distances(length)`)."""
+angular criterion, `run_distances(length)`; for iterative removal, `removal_order(criterion)`)."""
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from oracle.evaluation import rank_key
 from solvers.session import SearchSession
 
 CRITERIA = ("removal_loss", "cosine", "angular", "accuracy")
+ITERATIVE_CRITERIA = ("cosine", "angular")
 
 
 def block_scores(session: SearchSession, criterion: str = "removal_loss") -> np.ndarray:
@@ -44,6 +45,22 @@ def run_distances(session: SearchSession, length: int) -> np.ndarray | None:
     if distances.shape != expected:
         raise BadInput(f"run distances of length {length} have shape {distances.shape}, expected {expected}")
     return distances
+
+
+def removal_order(session: SearchSession, criterion: str) -> list[int]:
+    """The blocks in the order iterative removal under a hidden-state criterion takes them
+    (scores measured again on the pruned model after each removal), from the problem's oracle."""
+    if criterion not in ITERATIVE_CRITERIA:
+        raise BadInput(f"criterion {criterion!r} has no iterative removal order; known: "
+                       f"{', '.join(ITERATIVE_CRITERIA)} (iterative removal_loss is greedy)")
+    order_of = getattr(session.problem.oracle, "removal_order", None)
+    if order_of is None:
+        raise BadInput(f"iterative {criterion!r} needs hidden states from a live model oracle, "
+                       f"not available for {session.problem.name}")
+    order = [int(block) for block in np.asarray(order_of(criterion))]
+    if len(order) < session.k or len(set(order)) != len(order) or not all(0 <= b < session.n_blocks for b in order):
+        raise BadInput(f"removal order {order} of criterion {criterion!r} cannot serve k={session.k}")
+    return order
 
 
 def removal_loss(session: SearchSession) -> np.ndarray:

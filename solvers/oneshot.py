@@ -2,9 +2,10 @@
 
 import numpy as np
 
+from oracle.errors import BadInput
 from oracle.evaluation import rank_key
 from solvers.base import Solver
-from solvers.criteria import block_scores, run_distances
+from solvers.criteria import ITERATIVE_CRITERIA, block_scores, removal_order, run_distances
 from solvers.session import SearchSession
 
 
@@ -15,14 +16,23 @@ class OneShot(Solver):
     evaluations. A `prior` given to `solve` replaces the criterion (no extra evaluations). The
     chosen subset is then evaluated once so the result carries its loss. With `angular`, when the
     oracle offers run distances, the contiguous run [ℓ, ℓ+k) of minimal distance is removed
-    instead (Gromov et al.; ties by lowest ℓ)."""
+    instead (Gromov et al.; ties by lowest ℓ). `iterative=True` (cosine or angular) removes one
+    block at a time and measures the criterion again on the pruned model, as iterated Block
+    Influence does; its order comes from the oracle and costs no evaluation."""
 
     name = "oneshot"
 
-    def __init__(self, criterion: str = "removal_loss"):
+    def __init__(self, criterion: str = "removal_loss", iterative: bool = False):
+        if iterative and criterion not in ITERATIVE_CRITERIA:
+            raise BadInput(f"iterative removal takes a hidden-state criterion ({', '.join(ITERATIVE_CRITERIA)}), "
+                           f"not {criterion!r}; iterative removal_loss is the greedy solver")
         self.criterion = criterion
+        self.iterative = iterative
 
     def _search(self, session: SearchSession, rng: np.random.Generator, prior: np.ndarray | None) -> None:
+        if prior is None and self.iterative:
+            session.evaluate([removal_order(session, self.criterion)[: session.k]])
+            return
         if prior is None and self.criterion == "angular":
             distances = run_distances(session, session.k)
             if distances is not None:

@@ -137,6 +137,52 @@ def test_oneshot_cosine_removes_the_k_lowest_block_influences(tmp_path):
         assert result.subset == tuple(sorted(np.argsort(live.block_scores("cosine"), kind="stable")[:2]))
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_criteria_of_a_pruned_model_equal_those_of_the_model_rebuilt_without_its_blocks(family):
+    model = tiny_model(family, N_BLOCKS)
+    oracle = ppl_oracle(model, needs_bos=family == "gemma3")
+    dense = oracle.criteria_without(())
+    for criterion in ("cosine", "angular"):
+        np.testing.assert_array_equal(dense[criterion], oracle.block_scores(criterion))
+    for removed in [(0,), (2, 3), (1, 5)]:
+        kept = [block for block in range(N_BLOCKS) if block not in removed]
+        rebuilt = ppl_oracle(rebuilt_without(model, removed), needs_bos=family == "gemma3")
+        pruned = oracle.criteria_without(removed)
+        for criterion in ("cosine", "angular"):
+            assert np.isnan(pruned[criterion][list(removed)]).all()
+            np.testing.assert_allclose(pruned[criterion][kept], rebuilt.block_scores(criterion), rtol=1e-4)
+    assert oracle.counters.evaluations == 0
+
+
+@pytest.mark.parametrize("criterion", ["cosine", "angular"])
+def test_removal_order_takes_the_lowest_score_of_each_rebuilt_model_in_turn(criterion):
+    model = tiny_model("llama", N_BLOCKS)
+    order = ppl_oracle(model).removal_order(criterion)
+    assert sorted(order) == sorted(set(order)) and len(order) == N_BLOCKS - 1
+    for step in range(N_BLOCKS - 1):
+        removed = sorted(int(block) for block in order[:step])
+        kept = [block for block in range(N_BLOCKS) if block not in removed]
+        scores = ppl_oracle(rebuilt_without(model, removed)).block_scores(criterion)
+        assert order[step] == kept[int(np.argmin(scores))]
+
+
+def test_iterative_oneshot_removes_the_first_k_of_the_stored_order_and_replays_it(tmp_path):
+    live = ppl_oracle(tiny_model("llama", N_BLOCKS))
+    path = tmp_path / "iterative.h5"
+    with new_table(path, live) as table:
+        problem = Problem(name="tiny", n_blocks=N_BLOCKS, oracle=MemoOracle(live, table), description="tiny")
+        result = solvers.get("oneshot", criterion="cosine", iterative=True).solve(problem, 3)
+        order = live.removal_order("cosine")
+        assert result.subset == tuple(sorted(int(block) for block in order[:3])) and result.n_evaluations == 1
+    with EvaluationTable.open(path) as table:
+        problem = Problem(name="tiny", n_blocks=N_BLOCKS, oracle=ReplayOracle(table), description="tiny")
+        assert solvers.get("oneshot", criterion="cosine", iterative=True).solve(problem, 3).subset == result.subset
+        with pytest.raises(BadInput, match="removal order 'angular' is not stored"):
+            solvers.get("oneshot", criterion="angular", iterative=True).solve(problem, 3)
+    with pytest.raises(BadInput, match="iterative removal_loss is the greedy solver"):
+        solvers.get("oneshot", iterative=True)
+
+
 def reference_accuracy(model) -> float:
     """Fraction of items whose gold option has the highest mean continuation log-prob, from one
     plain forward per option."""

@@ -133,3 +133,20 @@ def test_solver_rows_give_one_row_per_distinct_subset_with_intervals_on_every_nu
     value, (low, high) = greedy.perplexity["heldout-wiki"]
     assert value == pytest.approx(np.exp(2.0)) and low < value < high
     assert unevaluated.accuracy is None and unevaluated.perplexity == {}
+
+
+def test_one_shot_against_iterative_reads_both_answers_of_each_criterion_from_the_table(tmp_path):
+    from bench.study_report import one_shot_against_iterative
+    from oracle.evaluation import Evaluation
+    from oracle.table import EvaluationTable
+
+    path = tmp_path / "m__ppl.h5"
+    with EvaluationTable.create(path, fingerprint="f", n_blocks=6, n_samples=1, spec={}) as table:
+        table.append(Evaluation(subset, loss, np.array([loss]), 1.0, "live")
+                     for subset, loss in [((), 1.0), ((0, 1), 1.5), ((1, 4), 1.25)])
+        table.set_attribute("block_scores/cosine", [0.1, 0.2, 0.9, 0.8, 0.7, 0.6])  # one-shot: {0, 1}
+        table.set_attribute("removal_order/cosine", [4, 1, 0, 2, 3])  # iterative: {1, 4}
+        table.set_attribute("removal_order/angular", [5, 0, 1, 2, 3])  # {0, 5}: not in the table
+    cells = cells_of([row("m/ppl", 2, "greedy", 0, (1, 4), loss=1.25)])
+    (found,) = one_shot_against_iterative(cells, {"m/ppl": 6}, {"m/ppl": path})
+    assert found.lines == [["m/ppl", "2", "0.5000 {0,1}", "0.2500 {1,4}", "—", "not in table {0,5}", "—", "0.2500"]]

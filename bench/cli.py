@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("out", type=Path, nargs="+")
     board.set_defaults(handler=lambda a: _commands().leaderboard(a))
 
-    table = commands.add_parser("table", help="inspect or verify a table").add_subparsers(parser_class=OneLineParser)
+    table = commands.add_parser("table", help="inspect, verify or merge tables").add_subparsers(
+        parser_class=OneLineParser)
     info = table.add_parser("info", help="fingerprint, spec, rows, coverage, environment")
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true")
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default="cpu")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=lambda a: _commands().table_verify(a))
+
+    merge = table.add_parser("merge", help="add to a table the rows and attributes of tables of the same problem "
+                                           "built elsewhere (parallel builds, other machines)")
+    merge.add_argument("target", type=Path)
+    merge.add_argument("sources", type=Path, nargs="+")
+    merge.set_defaults(handler=lambda a: _commands().table_merge(a))
 
     datasheet = table.add_parser("datasheet", help="write the datasheet (README.md) of a directory of tables")
     datasheet.add_argument("--dir", type=Path, help="default: the shipped tables (surrogate_tables/)")

@@ -334,6 +334,25 @@ def table_datasheet(args: Namespace) -> int:
     return 0
 
 
+def table_merge(args: Namespace) -> int:
+    from contextlib import ExitStack
+
+    from oracle.table import EvaluationTable
+
+    if args.target.resolve() in {source.resolve() for source in args.sources}:
+        raise BadInput(f"table {args.target} cannot be merged into itself")
+    with ExitStack() as stack:
+        sources = [stack.enter_context(EvaluationTable.open(path, mode="r")) for path in args.sources]
+        with EvaluationTable.open(args.target, mode="a") as target:
+            results = target.merge(sources)
+            total = len(target)
+    for path, (rows, added, differing) in zip(args.sources, results):
+        kept = f"; kept this table's {', '.join(differing)}" if differing else ""
+        print(f"{path}: {rows} rows and {len(added)} attributes added{kept}")
+    print(f"{args.target}: {total} rows")
+    return 0
+
+
 def table_verify(args: Namespace) -> int:
     from oracle.table import EvaluationTable
     from problems.calibration_tokens import refuse_other_tokens

@@ -310,6 +310,48 @@ class EvaluationTable:
             self._compact()
         return len(fresh)
 
+    def merge(self, others: Sequence[EvaluationTable]) -> list[tuple[int, list[str], list[str]]]:
+        """Take from `others`, tables of the same problem built elsewhere (parallel builds, other
+        machines), the rows this one lacks, with their times and build environments, and the
+        extra attributes this one lacks; an attribute already held keeps this table's value.
+        Tables of another fingerprint, or whose calibration tokens differ, are refused before
+        anything is written. Per other table: (rows added, attributes added, attributes held
+        with another value)."""
+        self._check_writable()
+        for other in others:
+            if (other.fingerprint, other.n_blocks, other.n_samples) != (self.fingerprint, self.n_blocks,
+                                                                        self.n_samples):
+                raise FingerprintMismatch(f"table {other.path} (fingerprint {other.fingerprint}) is not of the "
+                                          f"problem of table {self.path} (fingerprint {self.fingerprint})")
+            mine, theirs = self._extra.get("token_digest"), other._extra.get("token_digest")
+            if mine is not None and theirs is not None and mine != theirs:
+                raise TableError(f"table {other.path} was built on other calibration tokens than table {self.path}")
+        return [self._merge_one(other) for other in others]
+
+    def _merge_one(self, other: EvaluationTable) -> tuple[int, list[str], list[str]]:
+        masks = other._rows.column("mask")
+        fresh = [row for row in range(len(masks)) if masks[row].tobytes() not in self._index]
+        if fresh:
+            columns = {name: other._rows.column(name)[fresh].copy() for name in other._rows.names}
+            environments = self._environments + [environment for environment in other._environments
+                                                 if environment not in self._environments]
+            if environments != self._environments:
+                self._journal.write_attribute("environments", environments)
+                self._apply_attribute("environments", environments, time.time())
+            ids = np.array([environments.index(environment) for environment in other._environments], dtype="<u2")
+            columns["environment"] = ids[columns["environment"]]
+            self._journal.write_rows(columns)
+            self._take_rows(columns)
+            self._journal_rows += len(fresh)
+        added = [name for name in sorted(other._extra) if name not in self._extra]
+        differing = [name for name in sorted(other._extra) if name in self._extra
+                     and canonical_json(self._extra[name]) != canonical_json(other._extra[name])]
+        for name in added:
+            self.set_attribute(name, other._extra[name])
+        if self._journal_rows >= max(self.compact_min_rows, len(self) - self._journal_rows):
+            self._compact()
+        return len(fresh), added, differing
+
     def set_attribute(self, name: str, value: Any) -> None:
         """Store an extra JSON attribute (e.g. block scores) in the table."""
         self._check_writable()

@@ -281,3 +281,27 @@ def test_an_unusable_device_is_refused_before_a_table_is_created(capsys, table_d
     code, _, err = run(capsys, "evaluate", "--problem", "smollm2-135m/ppl", "--subset", "3", "--device", "nodevice")
     assert_one_line_error(code, err, "nodevice")
     assert not table_directory.exists()
+
+
+def test_table_merge_reports_what_it_added_and_refuses_another_problem_untouched(capsys, tmp_path):
+    from oracle.evaluation import Evaluation
+    from oracle.table import EvaluationTable
+
+    def table(name, fingerprint, subsets):
+        with EvaluationTable.create(tmp_path / name, fingerprint=fingerprint, n_blocks=4, n_samples=1,
+                                    spec={}) as created:
+            created.append([Evaluation(subset, 1.0, None, 0.1, "live") for subset in subsets])
+        return str(tmp_path / name)
+
+    target = table("target.h5", "0123456789abcdef", [(), (1,)])
+    parts = [table("part1.h5", "0123456789abcdef", [(1,), (2,)]), table("part2.h5", "0123456789abcdef", [(3,)])]
+    code, out, _ = run(capsys, "table", "merge", target, *parts)
+    assert code == 0 and out.splitlines() == [f"{parts[0]}: 1 rows and 0 attributes added",
+                                              f"{parts[1]}: 1 rows and 0 attributes added", f"{target}: 4 rows"]
+    other = table("other.h5", "ffffffffffffffff", [(0,)])
+    before = digest(tmp_path / "target.h5")
+    code, _, err = run(capsys, "table", "merge", target, other)
+    assert_one_line_error(code, err, "ffffffffffffffff")
+    assert digest(tmp_path / "target.h5") == before
+    code, _, err = run(capsys, "table", "merge", target, target)
+    assert_one_line_error(code, err, "into itself")

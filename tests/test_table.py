@@ -494,3 +494,44 @@ def test_subset_text_accepts_commas_and_spaces(text):
 @pytest.mark.parametrize("text", ["", "-", "[]"])
 def test_subset_text_for_the_empty_subset(text):
     assert parse_subset(text, 30) == ()
+
+
+def test_merge_takes_the_missing_rows_with_their_times_and_environments_and_the_missing_attributes(tmp_path):
+    with new_table(tmp_path / "a.h5", environment={"machine": "a"}) as table:
+        table.append([evaluation(()), evaluation((1,), loss=1.0)])
+        table.set_attribute("block_scores/cosine", [0.1] * N_BLOCKS)
+    with new_table(tmp_path / "b.h5", environment={"machine": "b"}) as table:
+        table.append([evaluation((1,), loss=2.0), evaluation((2, 3), cost_s=7.0)])
+        table.set_attribute("block_scores/cosine", [0.2] * N_BLOCKS)
+        table.set_attribute("removal_order/cosine", [3, 1])
+    with EvaluationTable.open(tmp_path / "b.h5") as other:
+        other_row = other.to_arrays()
+    with EvaluationTable.open(tmp_path / "a.h5", mode="a") as target, EvaluationTable.open(tmp_path / "b.h5") as other:
+        assert target.merge([other]) == [(1, ["removal_order/cosine"], ["block_scores/cosine"])]
+    with EvaluationTable.open(tmp_path / "a.h5") as merged:
+        assert len(merged) == 3 and merged.lookup((1,)).loss == 1.0  # a row already held is kept
+        arrays = merged.to_arrays()
+        assert arrays["cost_s"][2] == 7.0 and arrays["time"][2] == other_row["time"][1]
+        assert [e["machine"] for e in merged.environments] == ["a", "b"]
+        assert merged.environments[arrays["environment"][2]]["machine"] == "b"
+        assert merged.attribute("block_scores/cosine") == [0.1] * N_BLOCKS
+        assert merged.attribute("removal_order/cosine") == [3, 1]
+        np.testing.assert_array_equal(merged.lookup((2, 3)).per_sample, evaluation((2, 3)).per_sample)
+
+
+def test_merge_refuses_another_problem_or_other_tokens_before_writing_anything(tmp_path):
+    with new_table(tmp_path / "a.h5") as table:
+        table.append([evaluation(())])
+        table.set_attribute("token_digest", "x")
+    with new_table(tmp_path / "same.h5") as table:
+        table.append([evaluation((1,))])
+    with new_table(tmp_path / "other-tokens.h5") as table:
+        table.set_attribute("token_digest", "y")
+    new_table(tmp_path / "other-problem.h5", fingerprint="ffffffffffffffff").close()
+    before = (tmp_path / "a.h5").read_bytes()
+    for bad, error in [("other-problem.h5", FingerprintMismatch), ("other-tokens.h5", TableError)]:
+        with EvaluationTable.open(tmp_path / "a.h5", mode="a") as target:
+            sources = [EvaluationTable.open(tmp_path / name) for name in ("same.h5", bad)]
+            with pytest.raises(error):
+                target.merge(sources)
+        assert (tmp_path / "a.h5").read_bytes() == before and len(EvaluationTable.open(tmp_path / "a.h5")) == 1

@@ -49,6 +49,7 @@ def test_every_tensor_of_an_evaluation_stays_on_the_model_device(monkeypatch, ob
     assert live.block_scores("cosine").shape == (6,)
     assert live.run_distances(2).shape == (5,)
     assert live.segment_information().shape == (7, 7)
+    assert live.removal_order("cosine").shape == (5,)  # passes of pruned models stay on the device too
 
 
 def test_attention_masks_are_built_on_the_batch_device():

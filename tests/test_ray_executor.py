@@ -147,6 +147,7 @@ def test_criteria_come_from_a_replica(workers):
         local = tiny_oracle()
         np.testing.assert_array_equal(workers.block_scores("cosine"), local.block_scores("cosine"))
         np.testing.assert_array_equal(workers.run_distances(2), local.run_distances(2))
+        np.testing.assert_array_equal(workers.removal_order("angular"), local.removal_order("angular"))
 
 
 def test_memo_over_ray_writes_every_chunk_to_the_table_as_it_arrives(workers, reference, tmp_path, monkeypatch):

@@ -213,6 +213,21 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
         assert f"### {heading}" in summary, heading
 
 
+@pytest.mark.skipif(not (any(SHIPPED_TABLES.glob("gemma3-270m__ppl__*.h5"))
+                         and any(SHIPPED_TABLES.glob("gemma3-270m__margin__*.h5"))), reason="needs the Gemma tables")
+def test_the_second_family_replays_its_pair_grid_with_no_miss_and_gets_verdicts(capsys, tmp_path, monkeypatch):
+    # Every subset of at most two blocks is in Gemma's shipped tables: the whole panel at k = 2
+    # replays without the model, and the study section judges the second family.
+    monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
+    out = tmp_path / "gemma"
+    code, stdout, _ = run(capsys, "run", "--problem", "gemma3-270m/ppl", "gemma3-270m/margin", "--k", "2",
+                          "--out", str(out))
+    assert code == 0 and "60 cells run" in stdout and "replay fidelity 100.0% of" in stdout
+    summary = (out / "report" / "summary.md").read_text()
+    verdicts = summary[summary.index("### Verdicts"):]
+    assert "gemma3-270m, margin vs ppl" in verdicts and "| gemma3-270m/ppl | " in verdicts
+
+
 @pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")
 def test_a_strict_miss_fails_its_cell_alone_and_the_run_names_it(capsys, tmp_path, monkeypatch):
     # At k = 3 the table holds about half of the triples: random search misses at once, while

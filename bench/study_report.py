@@ -233,7 +233,8 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
                 one_shot = None if scores is None else np.argsort(np.asarray(scores), kind="stable")[:k]
                 iterative = None if order is None else order[:k]
                 cells_of_line += [_delta_of(table, empty, removed) for removed in (one_shot, iterative)]
-        by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}" if name in runs else "—"
+        by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}"
+                   + (" ~" if any(row.get("surrogate") for row in runs[name]) else "") if name in runs else "—"
                    for name in ("oneshot", "greedy")]
         lines.append([problem, str(k), *cells_of_line, *by_loss])
     if not lines:
@@ -245,7 +246,8 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
                        "One-shot: the k blocks of lowest score removed at once (block influence 1 − cos, angular "
                        "distance of a block's input and output at the last token, or the loss of removing the block "
                        "alone); iterative: the block of lowest score removed, the scores measured again on the "
-                       "pruned model, k times (greedy re-measures the loss). — : the table holds no such criterion.")]
+                       "pruned model, k times (greedy re-measures the loss). — : the table holds no such criterion; ~ : "
+                       "some of the run's losses came from the surrogate, not the model.")]
 
 
 def _delta_of(table, empty, removed) -> str:

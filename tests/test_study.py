@@ -147,6 +147,8 @@ def test_one_shot_against_iterative_reads_both_answers_of_each_criterion_from_th
         table.set_attribute("block_scores/cosine", [0.1, 0.2, 0.9, 0.8, 0.7, 0.6])  # one-shot: {0, 1}
         table.set_attribute("removal_order/cosine", [4, 1, 0, 2, 3])  # iterative: {1, 4}
         table.set_attribute("removal_order/angular", [5, 0, 1, 2, 3])  # {0, 5}: not in the table
-    cells = cells_of([row("m/ppl", 2, "greedy", 0, (1, 4), loss=1.25)])
+    cells = cells_of([row("m/ppl", 2, "greedy", 0, (1, 4), loss=1.25),
+                      {**row("m/ppl", 2, "oneshot", 0, (2, 3), loss=2.0), "surrogate": 1}])
     (found,) = one_shot_against_iterative(cells, {"m/ppl": 6}, {"m/ppl": path})
-    assert found.lines == [["m/ppl", "2", "0.5000 {0,1}", "0.2500 {1,4}", "—", "not in table {0,5}", "—", "0.2500"]]
+    assert found.lines == [["m/ppl", "2", "0.5000 {0,1}", "0.2500 {1,4}", "—", "not in table {0,5}", "1.0000 ~",
+                            "0.2500"]]

@@ -121,8 +121,10 @@ def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_lin
     # Rows of this grid's cells that used surrogate answers, when this run wants measurements.
     stale = {key for key in keys.values() if measured_only and finished.get(key, {}).get("surrogate", 0) > 0}
     pending = [cell for cell in grid.cells() if keys[cell] not in finished or keys[cell] in stale]
-    retried = {keys[cell] for cell in pending}
-    rows = [row for row in rows if cell_key(row) not in retried]
+    # A row of a pending cell goes, whatever solver configuration made it: one made with another
+    # release's configuration (a new parameter) is replaced, not averaged with the new one.
+    retried = {_without_config(keys[cell]) for cell in pending}
+    rows = [row for row in rows if _without_config(cell_key(row)) not in retried]
     if rows or stale or retried:
         # Drops a torn last line (and rows about to be re-run) before appending to the file.
         _replace(out / RESULTS, "".join(json.dumps(row) + "\n" for row in rows))
@@ -335,6 +337,11 @@ def cell_budget(grid: Grid, rows: list[dict], problem: str, k: int, solver: str)
 def cell_key(row: dict) -> tuple:
     return (row["problem"], row["k"], row["solver"], row["seed"],
             json.dumps(row["config"], sort_keys=True, default=str), json.dumps(row["budget_rule"]))
+
+
+def _without_config(key: tuple) -> tuple:
+    """A cell key without the solver configuration: the cell itself."""
+    return key[:4] + key[5:]
 
 
 def annotate(rows: list[dict]) -> list[dict]:

@@ -175,8 +175,8 @@ def objective_overlap(cells, n_blocks: dict[str, int], seed: int = 0) -> list[Ob
         excess = within - across
         p_exchange = float(np.mean(excess >= excess[0] - 1e-12)) if 2 ** n <= EXACT_ASSIGNMENTS else float(
             (1 + np.sum(excess[1:] >= excess[0] - 1e-12)) / (1 + PERMUTATIONS))
-        found.append(ObjectiveOverlap(objectives.model, objectives.k, objectives.objectives, overlaps, p_values, float(within[0]),
-                                      across, p_exchange, n))
+        found.append(ObjectiveOverlap(objectives.model, objectives.k, objectives.objectives, overlaps, p_values,
+                                      float(within[0]), across, p_exchange, n))
     return found
 
 

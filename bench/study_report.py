@@ -166,7 +166,7 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
     section.tables += one_shot_against_iterative(cells, n_blocks, table_paths)
     verdicts = study.verdicts(overlaps, alignments, contrasts, criteria)
     section.tables.append(StudyTable(
-        "Verdicts", ["finding", "model", "verdict", "evidence"],
+        "Verdicts", ["finding", "model (objectives)", "verdict", "evidence"],
         [[v.finding, v.model, v.verdict, v.evidence] for v in verdicts],
         "Written from the numbers above by the rules of `bench.study.verdicts`; a finding without the data it "
         "needs is not listed."))
@@ -231,7 +231,7 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
                 scores = _attribute(table, f"block_scores/{name}")
                 order = _attribute(table, f"removal_order/{name}")
                 one_shot = None if scores is None else np.argsort(np.asarray(scores), kind="stable")[:k]
-                iterative = None if order is None else order[:k]
+                iterative = None if order is None or len(order) < k else order[:k]
                 cells_of_line += [_delta_of(table, empty, removed) for removed in (one_shot, iterative)]
         by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}"
                    + (" ~" if any(row.get("surrogate") for row in runs[name]) else "") if name in runs else "—"
@@ -246,8 +246,8 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
                        "One-shot: the k blocks of lowest score removed at once (block influence 1 − cos, angular "
                        "distance of a block's input and output at the last token, or the loss of removing the block "
                        "alone); iterative: the block of lowest score removed, the scores measured again on the "
-                       "pruned model, k times (greedy re-measures the loss). — : the table holds no such criterion; ~ : "
-                       "some of the run's losses came from the surrogate, not the model.")]
+                       "pruned model, k times (greedy re-measures the loss). — : the table holds no such "
+                       "criterion; ~ : some of the run's losses came from the surrogate, not the model.")]
 
 
 def _delta_of(table, empty, removed) -> str:

@@ -105,6 +105,9 @@ class LiveOracle:
         for _ in range(self.n_blocks - 1):
             scores = self.criteria_without(tuple(sorted(removed)))[criterion]
             kept = [block for block in range(self.n_blocks) if block not in removed]
+            if not np.isfinite(scores[kept]).any():
+                raise BadInput(f"criterion {criterion!r} is not finite for any block of the model without "
+                               f"{sorted(removed)}: no removal order")
             removed.append(min(kept, key=lambda block: (rank_key(float(scores[block])), block)))
         return np.array(removed)
 
@@ -113,10 +116,9 @@ class LiveOracle:
         that runs in the model without `removed`, as the dense model's criteria are defined;
         NaN for the removed blocks."""
         influence, last = self._hidden_state_summary(removed)
-        angular = np.array([np.mean(np.arccos(np.clip(_cosine(last[block], last[block + 1]), -1.0, 1.0)) / np.pi)
-                            for block in range(self.n_blocks)])
+        angular = np.array([_angular_distance(last, block, 1) for block in range(self.n_blocks)])
         angular[list(removed)] = np.nan
-        return {"cosine": influence, "angular": angular}
+        return {"cosine": influence.copy(), "angular": angular}
 
     def _accuracy_relevance(self) -> np.ndarray:
         """Accuracy-based relevance of each block (arXiv 2605.14075), from the unpruned model and
@@ -144,10 +146,7 @@ class LiveOracle:
         if not 1 <= length <= self.n_blocks:
             raise BadInput(f"run length must be in 1..{self.n_blocks}, got {length}")
         last = self._hidden_state_summary()[1]
-        return np.array([
-            np.mean(np.arccos(np.clip(_cosine(last[start], last[start + length]), -1.0, 1.0)) / np.pi)
-            for start in range(self.n_blocks - length + 1)
-        ])
+        return np.array([_angular_distance(last, start, length) for start in range(self.n_blocks - length + 1)])
 
     def segment_information(self, estimator: str = "gaussian") -> np.ndarray:
         """M[a, b] = mutual information between the unpruned model's hidden states before block
@@ -300,6 +299,12 @@ def _common_prefix(a: tuple[bool, ...], b: tuple[bool, ...]) -> int:
         if x != y:
             return position
     return len(a)
+
+
+def _angular_distance(last: np.ndarray, start: int, length: int) -> float:
+    """Mean over samples of arccos(cos(h_start, h_start+length))/π, from last-token states
+    (depth, samples, d)."""
+    return float(np.mean(np.arccos(np.clip(_cosine(last[start], last[start + length]), -1.0, 1.0)) / np.pi))
 
 
 def _cosine(a, b):

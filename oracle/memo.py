@@ -3,8 +3,9 @@ table; ReplayOracle answers from the table and decides what a miss means.
 
 Both also serve the per-block criteria of the live model (`block_scores`, `run_distances`,
 `removal_order`, …): a value stored as a table attribute (`block_scores/<criterion>`,
-`run_distances/<length>`, `removal_order/<criterion>`, JSON lists) is returned as is; otherwise it is computed by the live oracle, if there is one, and
-stored when the table is writable, so a later strict replay needs no model."""
+`run_distances/<length>`, `removal_order/<criterion>`, JSON lists) is returned as is; otherwise
+it is computed by the live oracle, if there is one, and stored when the table is writable, so a
+later strict replay needs no model."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ shipped inside a registry package (dequantised once, then cached as fp32 safeten
 
 torch and transformers are imported here only, and only when a model is actually loaded."""
 
+import errno
 import importlib
 import importlib.util
 import os
@@ -72,8 +73,12 @@ def locate_package_file(source: ModelSource) -> Path:
             # Assembled under a private name and renamed whole, so a concurrent first load never
             # reads a half-written file.
             staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
-            getattr(importlib.import_module(module_name), function)(staging)
-            os.replace(staging, target)
+            try:
+                staging.unlink(missing_ok=True)  # left by a killed run whose pid this one reuses
+                getattr(importlib.import_module(module_name), function)(staging)
+                os.replace(staging, target)
+            finally:
+                staging.unlink(missing_ok=True)
         return target
     path = Path(spec.submodule_search_locations[0]) / source.file
     if not path.exists():
@@ -149,13 +154,29 @@ def _dequantised_cache(source: ModelSource) -> Path:
         del model.config.quantization_config
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    # Rename last: a killed first load leaves only a staging folder, never a half cache. Two
-    # processes loading the model for the first time both dequantise it; the first rename wins
-    # and the other's identical copy is dropped, never the folder a process may be reading.
-    if not (directory / "config.json").exists():
-        shutil.rmtree(directory, ignore_errors=True)
-    try:
-        staging.rename(directory)
-    except OSError:
-        shutil.rmtree(staging)
+    _publish(staging, directory)
     return directory
+
+
+def _publish(staging: Path, directory: Path) -> None:
+    """Rename a finished staging folder to `directory`, last, so that a killed first load
+    leaves only a staging folder, never a half cache. When two processes load the model for the
+    first time, both dequantise it: the first rename wins and the other's identical copy is
+    dropped, never the folder a process may be reading. A folder without config.json (from an
+    older release) is moved aside whole before it is deleted."""
+    while True:
+        try:
+            staging.rename(directory)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        if (directory / "config.json").exists():
+            shutil.rmtree(staging)
+            return
+        aside = directory.with_name(f"{directory.name}.stale{os.getpid()}")
+        try:
+            directory.rename(aside)
+        except FileNotFoundError:
+            continue  # another process moved it first
+        shutil.rmtree(aside)

@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 
 from oracle.environment import current_environment
-from oracle.errors import BadInput, FingerprintMismatch, TableError, TableLocked
+from oracle.errors import BadInput, FingerprintMismatch, TableError, TableLocked, TokenMismatch
 from oracle.evaluation import Evaluation
 from oracle.fingerprint import canonical_json
 from oracle.subset import Subset, canonical_subset, packed_width
@@ -318,14 +318,19 @@ class EvaluationTable:
         anything is written. Per other table: (rows added, attributes added, attributes held
         with another value)."""
         self._check_writable()
+        digest = self._extra.get("token_digest")
         for other in others:
-            if (other.fingerprint, other.n_blocks, other.n_samples) != (self.fingerprint, self.n_blocks,
-                                                                        self.n_samples):
+            if other.fingerprint != self.fingerprint:
                 raise FingerprintMismatch(f"table {other.path} (fingerprint {other.fingerprint}) is not of the "
                                           f"problem of table {self.path} (fingerprint {self.fingerprint})")
-            mine, theirs = self._extra.get("token_digest"), other._extra.get("token_digest")
-            if mine is not None and theirs is not None and mine != theirs:
-                raise TableError(f"table {other.path} was built on other calibration tokens than table {self.path}")
+            if (other.n_blocks, other.n_samples) != (self.n_blocks, self.n_samples):
+                raise TableError(f"table {other.path} has {other.n_blocks} blocks and {other.n_samples} samples per "
+                                 f"row, table {self.path} {self.n_blocks} and {self.n_samples}")
+            theirs = other._extra.get("token_digest")
+            if digest is not None and theirs is not None and theirs != digest:
+                raise TokenMismatch(f"table {other.path} was built on other calibration tokens than the tables "
+                                    f"merged into {self.path}")
+            digest = digest or theirs
         return [self._merge_one(other) for other in others]
 
     def _merge_one(self, other: EvaluationTable) -> tuple[int, list[str], list[str]]:

@@ -57,9 +57,12 @@ def removal_order(session: SearchSession, criterion: str) -> list[int]:
     if order_of is None:
         raise BadInput(f"iterative {criterion!r} needs hidden states from a live model oracle, "
                        f"not available for {session.problem.name}")
-    order = [int(block) for block in np.asarray(order_of(criterion))]
-    if len(order) < session.k or len(set(order)) != len(order) or not all(0 <= b < session.n_blocks for b in order):
-        raise BadInput(f"removal order {order} of criterion {criterion!r} cannot serve k={session.k}")
+    values = np.asarray(order_of(criterion), dtype=float)
+    whole = values.ndim == 1 and bool(np.all(np.isfinite(values) & (values == np.round(values))))
+    order = [int(block) for block in values] if whole else []
+    if (not whole or len(order) < session.k or len(set(order)) != len(order)
+            or not all(0 <= block < session.n_blocks for block in order)):
+        raise BadInput(f"removal order {values.tolist()} of criterion {criterion!r} cannot serve k={session.k}")
     return order
 
 

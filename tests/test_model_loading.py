@@ -61,3 +61,25 @@ def test_a_first_load_replaces_a_folder_left_without_its_config(fake_package):
     (directory / "stale").write_text("")
     assert model_loading._dequantised_cache(SOURCE) == directory
     assert (directory / "config.json").exists() and not (directory / "stale").exists()
+
+
+def test_a_file_assembled_from_parts_replaces_what_a_killed_run_left_under_its_name(tmp_path, monkeypatch):
+    import importlib.util
+    import os
+
+    def assemble(path):  # like the Gemma package: refuses to overwrite a file it did not make
+        if Path(path).exists():
+            raise FileExistsError(path)
+        Path(path).write_bytes(b"whole file")
+
+    monkeypatch.setenv("DEPTHBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "parts_package", types.SimpleNamespace(assemble=assemble))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: types.SimpleNamespace(submodule_search_locations=[str(tmp_path)]))
+    source = ModelSource(package="parts-package", package_version="1.0", file="model.gguf",
+                         assemble="parts_package:assemble")
+    leftover = tmp_path / "cache" / "gguf" / f"model.gguf.tmp{os.getpid()}"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"torn")
+    target = model_loading.locate_package_file(source)
+    assert target.read_bytes() == b"whole file" and not leftover.exists()

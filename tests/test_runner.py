@@ -115,6 +115,21 @@ def test_rerun_skips_every_finished_cell(capsys, tmp_path):
     assert (out / RESULTS).read_bytes() == before
 
 
+def test_a_row_made_with_another_solver_configuration_is_replaced_not_kept_beside(capsys, tmp_path):
+    # As after an upgrade that gave a solver a new parameter: the old row is not this grid's.
+    out = tmp_path / "out"
+    run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    rows = rows_of(out)
+    for row in rows:
+        if row["solver"] == "greedy":
+            row["config"] = {"an_older_parameter": 1}
+    (out / RESULTS).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, _, err = run(capsys, *GRID, "--seeds", "0", "--out", str(out))
+    assert code == 0 and "2 already finished, 1 to run" in err
+    greedy = [row for row in rows_of(out) if row["solver"] == "greedy"]
+    assert len(greedy) == 1 and greedy[0]["config"] == {"barriers": False}
+
+
 def test_interrupted_run_resumes_with_only_the_missing_cells(capsys, tmp_path):
     out, whole = tmp_path / "out", tmp_path / "whole"
     run(capsys, *GRID, "--seeds", "0", "--out", str(out))

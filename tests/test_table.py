@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import table_writer_worker as worker
-from oracle.errors import BadInput, FingerprintMismatch, InvalidSubset, TableError, TableLocked
+from oracle.errors import BadInput, FingerprintMismatch, InvalidSubset, TableError, TableLocked, TokenMismatch
 from oracle.evaluation import Evaluation
 from oracle.subset import pack_subset, parse_subset
 from oracle.table import EvaluationTable, table_path
@@ -535,3 +535,15 @@ def test_merge_refuses_another_problem_or_other_tokens_before_writing_anything(t
             with pytest.raises(error):
                 target.merge(sources)
         assert (tmp_path / "a.h5").read_bytes() == before and len(EvaluationTable.open(tmp_path / "a.h5")) == 1
+
+
+def test_merge_refuses_sources_built_on_other_tokens_than_each_other(tmp_path):
+    new_table(tmp_path / "target.h5").close()  # no token digest of its own
+    for name, digest in [("x.h5", "x"), ("y.h5", "y")]:
+        with new_table(tmp_path / name) as table:
+            table.append([evaluation((len(name),))])
+            table.set_attribute("token_digest", digest)
+    with EvaluationTable.open(tmp_path / "target.h5", mode="a") as target:
+        with pytest.raises(TokenMismatch, match="other calibration tokens"):
+            target.merge([EvaluationTable.open(tmp_path / name) for name in ("x.h5", "y.h5")])
+        assert len(target) == 0 and "token_digest" not in target.info()["attributes"]

@@ -348,6 +348,7 @@ class EvaluationTable:
             self._journal.write_rows(columns)
             self._take_rows(columns)
             self._journal_rows += len(fresh)
+            self.updated = _iso(time.time())  # the rows keep their times; the table changed now
         added = [name for name in sorted(other._extra) if name not in self._extra]
         differing = [name for name in sorted(other._extra) if name in self._extra
                      and canonical_json(self._extra[name]) != canonical_json(other._extra[name])]

@@ -47,12 +47,17 @@ def run_distances(session: SearchSession, length: int) -> np.ndarray | None:
     return distances
 
 
+def check_iterative(criterion: str) -> None:
+    """Refuse a criterion that has no iterative removal order."""
+    if criterion not in ITERATIVE_CRITERIA:
+        raise BadInput(f"iterative removal takes a hidden-state criterion ({', '.join(ITERATIVE_CRITERIA)}), "
+                       f"not {criterion!r}; iterative removal_loss is the greedy solver")
+
+
 def removal_order(session: SearchSession, criterion: str) -> list[int]:
     """The blocks in the order iterative removal under a hidden-state criterion takes them
     (scores measured again on the pruned model after each removal), from the problem's oracle."""
-    if criterion not in ITERATIVE_CRITERIA:
-        raise BadInput(f"criterion {criterion!r} has no iterative removal order; known: "
-                       f"{', '.join(ITERATIVE_CRITERIA)} (iterative removal_loss is greedy)")
+    check_iterative(criterion)
     order_of = getattr(session.problem.oracle, "removal_order", None)
     if order_of is None:
         raise BadInput(f"iterative {criterion!r} needs hidden states from a live model oracle, "

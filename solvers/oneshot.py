@@ -2,10 +2,9 @@
 
 import numpy as np
 
-from oracle.errors import BadInput
 from oracle.evaluation import rank_key
 from solvers.base import Solver
-from solvers.criteria import ITERATIVE_CRITERIA, block_scores, removal_order, run_distances
+from solvers.criteria import block_scores, check_iterative, removal_order, run_distances
 from solvers.session import SearchSession
 
 
@@ -23,9 +22,8 @@ class OneShot(Solver):
     name = "oneshot"
 
     def __init__(self, criterion: str = "removal_loss", iterative: bool = False):
-        if iterative and criterion not in ITERATIVE_CRITERIA:
-            raise BadInput(f"iterative removal takes a hidden-state criterion ({', '.join(ITERATIVE_CRITERIA)}), "
-                           f"not {criterion!r}; iterative removal_loss is the greedy solver")
+        if iterative:
+            check_iterative(criterion)
         self.criterion = criterion
         self.iterative = iterative
 

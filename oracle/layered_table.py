@@ -49,6 +49,9 @@ class LayeredTable:
     def writable(self) -> bool:
         return self._create_user is not None
 
+    def __contains__(self, subset: Sequence[int]) -> bool:
+        return subset in self.shipped or (self.user is not None and subset in self.user)
+
     def lookup(self, subset: Sequence[int]) -> Evaluation | None:
         """The stored evaluation of `subset` (source 'table'), or None."""
         found = self.shipped.lookup(subset)

@@ -94,6 +94,7 @@ def test_reads_see_both_and_writes_go_to_a_user_table_created_on_the_first_write
     with EvaluationTable.open(user) as own:
         assert own.subsets() == [(3, 4)] and own.fingerprint == FINGERPRINT
     with layered(shipped, user, writes=False) as table:
+        assert (1,) in table and (4, 3) in table and (5,) not in table
         assert [e.source for e in ReplayOracle(table).evaluate([(1,), (3, 4)])] == ["table", "table"]
         assert table.lookup((3, 4)).loss == 17.0
     assert state(shipped.parent) == before

@@ -205,3 +205,13 @@ def test_downstream_scores_are_lm_eval_scores_of_the_rebuilt_real_model(tmp_path
         np.testing.assert_array_equal(stored[subset, "arc_easy"].acc_norm, acc_norm)
         with problems.get("smollm2-135m/arc_easy", oracle="replay", items=3) as problem:
             np.testing.assert_allclose(problem.evaluate([subset])[0].per_sample, nll, rtol=1e-4)
+
+
+def test_downstream_skips_what_the_shipped_tables_hold(tmp_path, monkeypatch):
+    """With the user's tables apart from the shipped ones, a pruned model the shipped downstream
+    table holds is not evaluated again and no user table is written."""
+    from bench.downstream import evaluate_models
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path))
+    assert evaluate_models("smollm2-135m", [()], ["arc_easy"], {}) == {"arc_easy": (0, 0.0)}
+    assert list(tmp_path.iterdir()) == []

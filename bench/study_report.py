@@ -13,6 +13,7 @@ import numpy as np
 from bench import figures, study
 from bench.analysis import split_problem
 from bench.downstream import HEADLINE, evaluation_sets, stored_scores
+from solvers.criteria import ranked_blocks
 
 SINGLES_TARGET = "Δ calibration loss"
 
@@ -230,7 +231,7 @@ def one_shot_against_iterative(cells, n_blocks: dict[str, int], table_paths: dic
             for name in ("cosine", "angular"):
                 scores = _attribute(table, f"block_scores/{name}")
                 order = _attribute(table, f"removal_order/{name}")
-                one_shot = None if scores is None else np.argsort(np.asarray(scores), kind="stable")[:k]
+                one_shot = None if scores is None else ranked_blocks(scores)[:k]
                 iterative = None if order is None or len(order) < k else order[:k]
                 cells_of_line += [_delta_of(table, empty, removed) for removed in (one_shot, iterative)]
         by_loss = [f"{np.mean([row['delta'] for row in runs[name]]):.4f}"

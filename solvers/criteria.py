@@ -71,6 +71,12 @@ def removal_order(session: SearchSession, criterion: str) -> list[int]:
     return order
 
 
+def ranked_blocks(scores) -> list[int]:
+    """Blocks from the most removable (lowest score) on; NaN and inf scores last, ties to the
+    lower index. One-shot removes the first k; the report and the Nevergrad prior rank the same way."""
+    return sorted(range(len(scores)), key=lambda block: (rank_key(float(scores[block])), block))
+
+
 def removal_loss(session: SearchSession) -> np.ndarray:
     """s_i = L({i}), the N singles in one batch (N evaluations of the budget). A NaN or inf
     loss scores +inf: a block whose removal breaks the model is the least removable."""

@@ -16,11 +16,10 @@ import nevergrad as ng
 import numpy as np
 
 from oracle.errors import BadInput, SolverUnavailable
-from oracle.evaluation import rank_key
 from oracle.integers import is_integer
 from oracle.subset import Subset
 from solvers.base import Solver
-from solvers.criteria import CRITERIA, block_scores
+from solvers.criteria import CRITERIA, block_scores, ranked_blocks
 from solvers.session import SearchSession
 
 # Keys are rounded before they are ranked, so that last-bit differences in an optimiser's
@@ -153,7 +152,6 @@ def decode(keys: np.ndarray, k: int) -> Subset:
 def rank_keys(prior: np.ndarray) -> np.ndarray:
     """Z-scored ranks of the prior scores: rank 0 is the most removable block, NaN/inf scores
     rank last and ties go to the lower index, so `decode` of these keys is the prior's top-k."""
-    order = sorted(range(prior.size), key=lambda block: (rank_key(float(prior[block])), block))
     ranks = np.empty(prior.size)
-    ranks[order] = np.arange(prior.size)
+    ranks[ranked_blocks(prior)] = np.arange(prior.size)
     return (ranks - ranks.mean()) / ranks.std()

@@ -4,7 +4,7 @@ import numpy as np
 
 from oracle.evaluation import rank_key
 from solvers.base import Solver
-from solvers.criteria import block_scores, check_iterative, removal_order, run_distances
+from solvers.criteria import block_scores, check_iterative, ranked_blocks, removal_order, run_distances
 from solvers.session import SearchSession
 
 
@@ -38,5 +38,4 @@ class OneShot(Solver):
                 session.evaluate([range(start, start + session.k)])
                 return
         scores = block_scores(session, self.criterion) if prior is None else prior
-        ranked = sorted(range(session.n_blocks), key=lambda block: (rank_key(float(scores[block])), block))
-        session.evaluate([ranked[: session.k]])
+        session.evaluate([ranked_blocks(scores)[: session.k]])

@@ -9,7 +9,7 @@ import pytest
 import problems
 import solvers
 from oracle.errors import BadInput
-from solvers.criteria import CRITERIA, block_scores
+from solvers.criteria import CRITERIA, block_scores, ranked_blocks
 from solvers.greedy import removal_order
 from solvers.session import SearchSession
 from tests.solver_problems import additive_problem
@@ -60,6 +60,14 @@ def test_oneshot_with_a_prior_evaluates_only_its_choice_and_breaks_ties_by_index
     problem = additive_problem(6, seed=0)
     result = solvers.get("oneshot").solve(problem, 3, prior=prior)
     assert result.subset == (1, 2, 3) and result.n_evaluations == 1
+
+
+def test_blocks_rank_with_unusable_scores_last_whatever_their_sign():
+    # -inf and NaN scores come from a broken criterion, not from a removable block
+    assert ranked_blocks([0.5, math.nan, 0.5, -math.inf, 0.1, math.inf]) == [4, 0, 2, 1, 3, 5]
+    problem = additive_problem(6, seed=0)
+    result = solvers.get("oneshot").solve(problem, 3, prior=np.array([0.5, math.nan, 0.5, -math.inf, 0.1, 2.0]))
+    assert result.subset == (0, 2, 4)
 
 
 # --- greedy ------------------------------------------------------------------------------

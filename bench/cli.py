@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve.set_defaults(handler=lambda a: _commands().solve(a))
 
     run = commands.add_parser("run", help="run the grid problems × k × solvers × seeds (resumable)")
-    run.add_argument("--problem", nargs="+", default=["smollm2-135m/ppl", "smollm2-135m/margin"],
-                     help="default: smollm2-135m/ppl smollm2-135m/margin (both shipped tables)")
-    run.add_argument("--k", nargs="+", type=integer, default=[4, 6, 8], help="blocks to remove (default 4 6 8)")
+    run.add_argument("--problem", nargs="+",
+                     help="default: smollm2-135m/ppl, margin and kl at k = 4 6 8 and gemma3-270m/ppl and margin at "
+                          "k = 2 (what the shipped tables answer in full); with --model, its ppl and margin")
+    run.add_argument("--k", nargs="+", type=integer, help="blocks to remove (default 4 6 8; the default grid: per problem)")
     run.add_argument("--solvers", default="panel",
                      help="panel (default: every solver but exact, which would enumerate every k-subset, and "
                           "ng-DiscreteOnePlusOne), all (the panel and exact), "

@@ -168,6 +168,17 @@ def solve(args: Namespace) -> int:
     return 0
 
 
+def grid_problems(args: Namespace) -> dict[str, tuple[int, ...]]:
+    """Each problem of the run with its k: --problem × --k; without --problem the default grid's
+    problems (each at its own k unless --k is given), or with --model the study's two objectives
+    on that model."""
+    from bench.runner import DEFAULT_GRID, DEFAULT_KS, STUDY_PROBLEMS
+
+    if not args.problem and not args.model:
+        return {name: tuple(args.k or ks) for name, ks in DEFAULT_GRID.items()}
+    return {name: tuple(args.k or DEFAULT_KS) for name in dict.fromkeys(args.problem or STUDY_PROBLEMS)}
+
+
 def run(args: Namespace) -> int:
     from bench.runner import Grid, completed, failure_line, leaderboard, run_grid
 
@@ -178,11 +189,11 @@ def run(args: Namespace) -> int:
     for seed in args.seeds:
         check_seed(seed)
     check_output_directory(args.out)
-    grid = Grid(problems=args.problem, ks=args.k, solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
+    grid = Grid(problems=grid_problems(args), solvers=names, seeds=args.seeds, budget=parse_budget(args.budget, names))
     if args.jobs is not None and args.jobs < 1:
         raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
     # Replays are read-only, so problems can run side by side; a live run loads a model per job.
-    jobs = args.jobs or (min(os.cpu_count() or 1, len(args.problem)) if args.oracle == "replay" else 1)
+    jobs = args.jobs or (min(os.cpu_count() or 1, len(grid.problems)) if args.oracle == "replay" else 1)
     options = {"oracle": args.oracle, "on_miss": args.on_miss, **execution_options(args), **problem_options(args)}
     rows, ran, failed = run_grid(
         grid, args.out, options,

@@ -29,7 +29,7 @@ import queue
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,6 +42,17 @@ from oracle.errors import BadInput, TableMiss
 from solvers.base import BudgetTooShort
 from solvers.registry import NEVERGRAD_PREFIX
 
+DEFAULT_KS = (4, 6, 8)
+# `bench run` with no arguments: each problem at every k its shipped table answers with measured
+# values alone (Gemma's panel is shipped at k = 2 so far).
+DEFAULT_GRID = {
+    "smollm2-135m/ppl": DEFAULT_KS,
+    "smollm2-135m/margin": DEFAULT_KS,
+    "smollm2-135m/kl": DEFAULT_KS,
+    "gemma3-270m/ppl": (2,),
+    "gemma3-270m/margin": (2,),
+}
+STUDY_PROBLEMS = ("smollm2-135m/ppl", "smollm2-135m/margin")  # the study's objectives: what --model re-targets
 MATCHED_BUDGET = ("random", "evopress")
 DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
 NEVERGRAD_BUDGET = 100  # ng-<Name> cells search like random and evopress: the same default
@@ -57,8 +68,7 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class Grid:
-    problems: Sequence[str]
-    ks: Sequence[int]
+    problems: Mapping[str, Sequence[int]]  # each problem with the k to remove from it
     solvers: Sequence[str]
     seeds: Sequence[int]
     budget: int | dict[str, int | str] | None = None  # every cell's, or per solver name (N or "matched")
@@ -77,9 +87,9 @@ class Grid:
         unknown = set(self.budget) - set(self.solvers) if isinstance(self.budget, dict) else set()
         if unknown:
             raise BadInput(f"--budget names solvers not in the grid: {', '.join(sorted(unknown))}")
-        for name in self.problems:
+        for name, ks in self.problems.items():
             n_blocks = problems.block_count(name, **(problem_options or {}))
-            for k in self.ks:
+            for k in ks:
                 if not 1 <= k <= n_blocks - 1:
                     raise BadInput(f"k={k} is out of range 1..{n_blocks - 1} for {name}")
 
@@ -92,7 +102,7 @@ class Grid:
     def cells(self) -> list[tuple[str, int, str, int]]:
         """Every (problem, k, solver, seed), matched-budget solvers last in each (problem, k)."""
         ordered = [s for s in self.solvers if s not in MATCHED_BUDGET] + [s for s in self.solvers if s in MATCHED_BUDGET]
-        return [(p, k, s, seed) for p in self.problems for k in self.ks for s in ordered for seed in self.seeds]
+        return [(p, k, s, seed) for p, ks in self.problems.items() for k in ks for s in ordered for seed in self.seeds]
 
 
 def run_grid(grid: Grid, out: Path, problem_options: dict[str, Any], command_line: Sequence[str],

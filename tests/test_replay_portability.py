@@ -4,8 +4,8 @@ under other thread counts and BLAS code paths, and every request of the default 
 shipped tables.
 
 Each numeric setting runs in its own process (MKL and OpenMP read these variables once, when
-they load), all at once. Every default-grid cell of bo and cbo is replayed: k = 4, 6 and 8 on
-both default problems, seeds 0, 1 and 2."""
+they load), all at once. Every default-grid cell of bo and cbo is replayed: each default problem at
+its k, seeds 0, 1 and 2."""
 
 import json
 import os
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.runner import DEFAULT_GRID
 from problems.table_directories import SHIPPED_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBLEMS = ("smollm2-135m/ppl", "smollm2-135m/margin")
-KS = (4, 6, 8)
 SEEDS = (0, 1, 2)
 SOLVERS = ("bo", "cbo")
 SETTINGS = {
@@ -35,9 +34,9 @@ REPLAY = """
 import json, sys
 import problems, solvers
 from oracle.errors import TableMiss
-problem_names, ks, seeds, solver_names = json.loads(sys.argv[1])
+grid, seeds, solver_names = json.loads(sys.argv[1])
 traces = {}
-for name in problem_names:
+for name, ks in grid.items():
     with problems.get(name, oracle="replay", on_miss="strict") as problem:
         for k in ks:
             for solver in solver_names:
@@ -53,13 +52,13 @@ print(json.dumps(traces))
 
 
 def shipped_tables_present() -> bool:
-    return all(any(SHIPPED_TABLES.glob(f"{name.replace('/', '__')}__*.h5")) for name in PROBLEMS)
+    return all(any(SHIPPED_TABLES.glob(f"{name.replace('/', '__')}__*.h5")) for name in DEFAULT_GRID)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not shipped_tables_present(), reason="needs the shipped tables")
 def test_bo_and_cbo_replay_the_default_grid_identically_under_every_numeric_setting(tmp_path):
-    cells = json.dumps([PROBLEMS, KS, SEEDS, SOLVERS])
+    cells = json.dumps([DEFAULT_GRID, SEEDS, SOLVERS])
     base = {key: value for key, value in os.environ.items() if key not in NUMERIC_VARIABLES}
     # No user table: only the shipped ones may answer.
     base["DEPTHBENCH_TABLES"] = str(tmp_path / "user-tables")
@@ -75,7 +74,7 @@ def test_bo_and_cbo_replay_the_default_grid_identically_under_every_numeric_sett
         traces[setting] = json.loads(stdout)
 
     reference = traces["as installed"]
-    assert len(reference) == len(PROBLEMS) * len(KS) * len(SEEDS) * len(SOLVERS)
+    assert len(reference) == sum(map(len, DEFAULT_GRID.values())) * len(SEEDS) * len(SOLVERS)
     misses = {cell: trace for cell, trace in reference.items() if isinstance(trace, str)}
     assert not misses, f"requests missing from the shipped tables: {misses}"
     for setting, other in traces.items():

@@ -13,7 +13,7 @@ import pytest
 
 import problems
 from bench.cli import main
-from bench.runner import RESULTS, annotate, leaderboard, read_rows
+from bench.runner import DEFAULT_GRID, DEFAULT_KS, RESULTS, STUDY_PROBLEMS, annotate, leaderboard, read_rows
 from oracle.table import EvaluationTable
 from problems.table_directories import SHIPPED_TABLES
 
@@ -209,16 +209,18 @@ def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
     assert {r["best_delta"] for r in annotate([optimistic])} == {0.5}  # unless nothing was measured
 
 
-@pytest.mark.skipif(not (any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5"))
-                         and any(SHIPPED_TABLES.glob("smollm2-135m__margin__*.h5"))), reason="needs the shipped tables")
-def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, monkeypatch):
+@pytest.mark.skipif(not all(any(SHIPPED_TABLES.glob(f"{name.replace('/', '__')}__*.h5")) for name in DEFAULT_GRID),
+                    reason="needs the shipped tables")
+def test_default_grid_replays_the_shipped_tables_with_no_miss_and_judges_both_families(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
     out = tmp_path / "default"
     code, stdout, _ = run(capsys, "run", "--out", str(out))
-    assert code == 0 and "180 cells run" in stdout  # 2 problems × k=4, 6, 8 × 10 solvers × 3 seeds
+    # SmolLM2: 3 objectives × k = 4, 6, 8; Gemma: 2 objectives × k = 2; × 10 solvers × 3 seeds
+    assert code == 0 and "330 cells run" in stdout
     assert "replay fidelity 100.0% of" in stdout
     rows = read_rows([out])
-    assert len(rows) == 180 and {row["k"] for row in rows} == {4, 6, 8}
+    assert len(rows) == 330
+    assert {(row["problem"], row["k"]) for row in rows} == {(name, k) for name, ks in DEFAULT_GRID.items() for k in ks}
     assert sum(r["new_evaluations"] for r in rows) == 0
     assert all(r["table_hits"] == r["n_evaluations"] or r["table_hits"] == r["n_evaluations"] + 1 for r in rows)
     # The study section comes from the shipped tables alone: no model, no evaluation.
@@ -226,21 +228,23 @@ def test_default_grid_replays_the_shipped_table_with_no_miss(capsys, tmp_path, m
     for heading in ("Pruned models downstream", "Finding (i)", "Finding (ii)", "Finding (iii)",
                     "Beyond cosine similarity", "One-shot against iterative removal", "Verdicts"):
         assert f"### {heading}" in summary, heading
-
-
-@pytest.mark.skipif(not (any(SHIPPED_TABLES.glob("gemma3-270m__ppl__*.h5"))
-                         and any(SHIPPED_TABLES.glob("gemma3-270m__margin__*.h5"))), reason="needs the Gemma tables")
-def test_the_second_family_replays_its_pair_grid_with_no_miss_and_gets_verdicts(capsys, tmp_path, monkeypatch):
-    # Every subset of at most two blocks is in Gemma's shipped tables: the whole panel at k = 2
-    # replays without the model, and the study section judges the second family.
-    monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
-    out = tmp_path / "gemma"
-    code, stdout, _ = run(capsys, "run", "--problem", "gemma3-270m/ppl", "gemma3-270m/margin", "--k", "2",
-                          "--out", str(out))
-    assert code == 0 and "60 cells run" in stdout and "replay fidelity 100.0% of" in stdout
-    summary = (out / "report" / "summary.md").read_text()
     verdicts = summary[summary.index("### Verdicts"):]
     assert "gemma3-270m, margin vs ppl" in verdicts and "| gemma3-270m/ppl | " in verdicts
+    assert "smollm2-135m, kl vs ppl" in verdicts
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], DEFAULT_GRID),
+    (["--k", "2"], {name: (2,) for name in DEFAULT_GRID}),
+    (["--problem", "smollm2-135m/ppl", "smollm2-135m/ppl", "gemma3-270m/kl"],
+     {"smollm2-135m/ppl": DEFAULT_KS, "gemma3-270m/kl": DEFAULT_KS}),
+    (["--model", "some/model", "--k", "7", "9"], {name: (7, 9) for name in STUDY_PROBLEMS}),
+])
+def test_the_grid_pairs_each_problem_with_its_k(argv, expected):
+    from bench.cli import build_parser
+    from bench.commands import grid_problems
+
+    assert grid_problems(build_parser().parse_args(["run", *argv])) == expected
 
 
 @pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")

@@ -74,26 +74,29 @@ def set_problem(model: str, name: str, options: dict[str, Any], oracle: str = "r
 
 def evaluate_models(model: str, subsets: Sequence[Subset], sets: Sequence[str], options: dict[str, Any],
                     progress: TextIO | None = None) -> dict[str, tuple[int, float]]:
-    """Evaluate every subset on every set (live, write-through; what is stored is skipped): the
-    subsets of one size on every set before the next size, CHUNK at a time, so an interrupted
-    build holds whole pruned models, smallest k first, and resumes where it stopped. Returns
-    per set the number of new evaluations and the seconds they took."""
+    """Evaluate every subset on every set (live, write-through; what is stored is skipped),
+    smallest k first, CHUNK pruned models at a time on every set before the next CHUNK, so an
+    interrupted build holds whole pruned models (all sets) and resumes where it stopped.
+    Returns per set the number of new evaluations and the seconds they took."""
     progress = progress or sys.stderr
     seconds = {name: (0, 0.0) for name in sets}
     for size in sorted({len(subset) for subset in subsets}):
         group = [subset for subset in dict.fromkeys(subsets) if len(subset) == size]
-        for name in sets:
-            with set_problem(model, name, options, oracle="live") as problem:
-                todo = [subset for subset in group if subset not in problem.oracle.table]
+        for start in range(0, len(group), CHUNK):
+            chunk = group[start : start + CHUNK]
+            for name in sets:
+                with set_problem(model, name, options, oracle="live") as problem:
+                    todo = [subset for subset in chunk if subset not in problem.oracle.table]
+                    if not todo:
+                        continue
+                    evaluations = problem.evaluate(todo)
                 count, spent = seconds[name]
-                for start in range(0, len(todo), CHUNK):
-                    evaluations = problem.evaluate(todo[start : start + CHUNK])
-                    count += len(evaluations)
-                    spent += sum(evaluation.cost_s for evaluation in evaluations)
-                    print(f"{model}/{name} k={size}: {min(start + CHUNK, len(todo))}/{len(todo)} new "
-                          f"({len(group) - len(todo)} stored), {spent / count:.1f} s per pruned model",
-                          file=progress, flush=True)
+                count += len(evaluations)
+                spent += sum(evaluation.cost_s for evaluation in evaluations)
                 seconds[name] = (count, spent)
+                print(f"{model} k={size}, models {start + len(chunk)}/{len(group)}: {name} {len(todo)} new "
+                      f"({len(chunk) - len(todo)} stored), {spent / count:.1f} s per pruned model",
+                      file=progress, flush=True)
     return seconds
 
 

@@ -347,9 +347,10 @@ def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlig
     agree where a third differs), from the analyses' numbers:
     (i) reproduced when the exchange test finds more agreement within than across objectives
         (p < 0.05) at every k; not reproduced when it does at none; else inconclusive.
-    (ii) on the ppl objective: reproduced when no k has an interval of ρ above 0 and at least
-        half the point estimates are ≤ 0; not reproduced when most k have intervals above 0;
-        else inconclusive.
+    (ii) on the ppl objective: reproduced when some k has its interval of ρ below 0 (evidence
+        of disagreement, not only a lack of evidence of agreement), no k has it above 0 and at
+        least half the point estimates are ≤ 0; not reproduced when most k have intervals
+        above 0; else inconclusive.
     (iii) reproduced when switching the objective changes accuracy more than switching the
         solver (interval of the excess above 0) at every k; not reproduced when the interval is
         below 0 at any k; else inconclusive.
@@ -367,8 +368,9 @@ def verdicts(overlaps: Sequence[ObjectiveOverlap], alignments: Sequence[RankAlig
         mine = [a for a in alignments if a.problem == f"{model}/ppl"]
         if mine:
             above = [a.interval[0] > 0 for a in mine]
+            below = [a.interval[1] < 0 for a in mine]
             nonpositive = sum(a.rho <= 0 for a in mine)
-            verdict = (REPRODUCED if not any(above) and 2 * nonpositive >= len(mine)
+            verdict = (REPRODUCED if any(below) and not any(above) and 2 * nonpositive >= len(mine)
                        else NOT_REPRODUCED if 2 * sum(above) > len(mine) else INCONCLUSIVE)
             found.append(Verdict("(ii) perplexity rank and accuracy rank disagree", model, verdict, "; ".join(
                 f"k={a.k}: ρ={a.rho:+.2f} [{a.interval[0]:+.2f}, {a.interval[1]:+.2f}] over {len(a.subsets)} models"

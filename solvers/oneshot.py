@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from oracle.evaluation import rank_key
 from solvers.base import Solver
 from solvers.criteria import block_scores, check_iterative, ranked_blocks, removal_order, run_distances
 from solvers.session import SearchSession
@@ -34,7 +33,7 @@ class OneShot(Solver):
         if prior is None and self.criterion == "angular":
             distances = run_distances(session, session.k)
             if distances is not None:
-                start = min(range(len(distances)), key=lambda first: (rank_key(float(distances[first])), first))
+                start = ranked_blocks(distances)[0]
                 session.evaluate([range(start, start + session.k)])
                 return
         scores = block_scores(session, self.criterion) if prior is None else prior

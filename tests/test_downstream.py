@@ -127,3 +127,41 @@ def test_downstream_items_are_drawn_by_seed_and_a_larger_draw_extends_a_smaller_
     large = choice_items(problem_spec("smollm2-135m/arc_challenge", items=40))
     assert [item["id"] for item in large[:20]] == [item["id"] for item in small]
     assert len({item["id"] for item in large}) == 40
+
+
+def test_an_interrupted_build_holds_whole_pruned_models(monkeypatch):
+    """Models go CHUNK at a time through every set, so stopping mid-build leaves each pruned
+    model either on every set or on none; what a table holds is not evaluated again."""
+    import io
+    from types import SimpleNamespace
+
+    from bench import downstream
+
+    calls: list[tuple[str, tuple]] = []
+    stored = {("heldout-wiki", (2,))}
+
+    class FakeProblem:
+        def __init__(self, name):
+            self.name = name
+            self.oracle = SimpleNamespace(table=[s for n, s in stored if n == name])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def evaluate(self, subsets):
+            calls.append((self.name, tuple(subsets)))
+            return [SimpleNamespace(cost_s=1.0) for _ in subsets]
+
+    monkeypatch.setattr(downstream, "CHUNK", 2)
+    monkeypatch.setattr(downstream, "set_problem", lambda model, name, options, oracle: FakeProblem(name))
+    progress = io.StringIO()
+    seconds = downstream.evaluate_models("m", [(3, 4), (1,), (2,), (0,)], ["arc_easy", "heldout-wiki"], {},
+                                         progress)
+    assert calls == [("arc_easy", ((1,), (2,))), ("heldout-wiki", ((1,),)),
+                     ("arc_easy", ((0,),)), ("heldout-wiki", ((0,),)),
+                     ("arc_easy", ((3, 4),)), ("heldout-wiki", ((3, 4),))]
+    assert seconds == {"arc_easy": (4, 4.0), "heldout-wiki": (3, 3.0)}
+    assert "m k=1, models 2/3: heldout-wiki 1 new (1 stored)" in progress.getvalue()

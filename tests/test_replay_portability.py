@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.runner import DEFAULT_GRID
-from problems.table_directories import SHIPPED_TABLES
+from tests.shipped_tables import needs_default_grid_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -51,12 +51,8 @@ print(json.dumps(traces))
 """
 
 
-def shipped_tables_present() -> bool:
-    return all(any(SHIPPED_TABLES.glob(f"{name.replace('/', '__')}__*.h5")) for name in DEFAULT_GRID)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not shipped_tables_present(), reason="needs the shipped tables")
+@needs_default_grid_tables
 def test_bo_and_cbo_replay_the_default_grid_identically_under_every_numeric_setting(tmp_path):
     cells = json.dumps([DEFAULT_GRID, SEEDS, SOLVERS])
     base = {key: value for key, value in os.environ.items() if key not in NUMERIC_VARIABLES}

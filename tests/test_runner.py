@@ -14,8 +14,8 @@ import pytest
 import problems
 from bench.cli import main
 from bench.runner import DEFAULT_GRID, DEFAULT_KS, RESULTS, STUDY_PROBLEMS, annotate, leaderboard, read_rows
+from tests.shipped_tables import needs_default_grid_tables, shipped
 from oracle.table import EvaluationTable
-from problems.table_directories import SHIPPED_TABLES
 
 GRID = ["run", "--problem", "synthetic/quadratic-N12-seed0", "--k", "3", "--solvers", "greedy,random,exact"]
 
@@ -209,8 +209,7 @@ def test_leaderboard_star_goes_to_fewest_evaluations_within_half_a_percent():
     assert {r["best_delta"] for r in annotate([optimistic])} == {0.5}  # unless nothing was measured
 
 
-@pytest.mark.skipif(not all(any(SHIPPED_TABLES.glob(f"{name.replace('/', '__')}__*.h5")) for name in DEFAULT_GRID),
-                    reason="needs the shipped tables")
+@needs_default_grid_tables
 def test_default_grid_replays_the_shipped_tables_with_no_miss_and_judges_both_families(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)
     out = tmp_path / "default"
@@ -247,7 +246,7 @@ def test_the_grid_pairs_each_problem_with_its_k(argv, expected):
     assert grid_problems(build_parser().parse_args(["run", *argv])) == expected
 
 
-@pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")
+@shipped("smollm2-135m/ppl")
 def test_a_strict_miss_fails_its_cell_alone_and_the_run_names_it(capsys, tmp_path, monkeypatch):
     # At k = 3 the table holds about half of the triples: random search misses at once, while
     # one-shot's single triple (the best singles) is there.
@@ -276,7 +275,7 @@ def test_a_strict_miss_fails_its_cell_alone_and_the_run_names_it(capsys, tmp_pat
     assert "replay fidelity 100.0%" not in stdout and "~" in stdout
 
 
-@pytest.mark.skipif(not any(SHIPPED_TABLES.glob("smollm2-135m__ppl__*.h5")), reason="needs the shipped table")
+@shipped("smollm2-135m/ppl")
 def test_problem_options_shape_the_grid_and_results_of_other_options_are_not_mixed(capsys, tmp_path, monkeypatch):
     # 8 windows are the first 8 of the shipped 16-window table: a strict replay needs no model.
     monkeypatch.delenv("DEPTHBENCH_TABLES", raising=False)

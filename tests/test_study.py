@@ -89,7 +89,8 @@ def test_criterion_alignment_counts_misranked_pairs_with_ties_as_half():
 def test_verdicts_follow_their_rules():
     overlap = study.ObjectiveOverlap("m", 4, ("margin", "ppl"), {}, {}, 0.5, 0.1, 0.01, 5)
     undecided = study.ObjectiveOverlap("m", 6, ("margin", "ppl"), {}, {}, 0.5, 0.4, 0.30, 5)
-    negative = study.RankAlignment("m/ppl", 4, ((),) * 5, (1.0,) * 5, (50.0,) * 5, -0.4, (-0.8, 0.1))
+    negative = study.RankAlignment("m/ppl", 4, ((),) * 5, (1.0,) * 5, (50.0,) * 5, -0.6, (-0.9, -0.1))
+    unresolved = study.RankAlignment("m/ppl", 4, ((),) * 5, (1.0,) * 5, (50.0,) * 5, -0.7, (-0.9, 0.2))
     positive = study.RankAlignment("m/ppl", 6, ((),) * 5, (1.0,) * 5, (50.0,) * 5, 0.9, (0.6, 1.0))
     contrast = study.SearchAgainstObjective("m", 4, ("margin", "ppl"), ("a", "b", "c"), {}, (1.0, (0.5, 1.5)),
                                             (9.0, (7.0, 11.0)), (5.0, 10.0))
@@ -106,6 +107,9 @@ def test_verdicts_follow_their_rules():
     assert found["(ii) "] == INCONCLUSIVE
     found = {v.finding[:5]: v.verdict for v in study.verdicts([undecided], [positive], [], [])}
     assert found["(i) t"] == NOT_REPRODUCED and found["(ii) "] == NOT_REPRODUCED
+    # A negative ρ whose interval reaches above 0 is no evidence of disagreement yet.
+    found = {v.finding[:5]: v.verdict for v in study.verdicts([], [unresolved], [], [])}
+    assert found["(ii) "] == INCONCLUSIVE
 
 
 def test_each_pair_of_objectives_gets_its_own_verdict():

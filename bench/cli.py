@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also every single-block removal (the per-block relevance of the report)")
     downstream.add_argument("--items", type=integer, help="items per task (default 100; --study-sizes: all)")
     downstream.add_argument("--study-sizes", action="store_true")
+    downstream.add_argument("--model", help="the weights of a `run --model` run (local directory or hub id): "
+                                            "evaluate that run's answers")
     downstream.add_argument("--device", default="cpu")
     downstream.add_argument("--dtype")
     downstream.add_argument("--batch-tokens", type=integer)

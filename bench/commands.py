@@ -211,7 +211,7 @@ def run(args: Namespace) -> int:
 
 
 def downstream(args: Namespace) -> int:
-    from bench.downstream import evaluate_models, evaluation_sets
+    from bench.downstream import RETARGETED_MODEL, evaluate_models, evaluation_sets, serving_model
     from bench.runner import completed, read_rows
     from oracle.subset import canonical_subset
 
@@ -227,15 +227,22 @@ def downstream(args: Namespace) -> int:
                "study_sizes": args.study_sizes or None}
     options = {key: value for key, value in options.items() if value is not None}
     models = sorted({row["problem"].partition("/")[0] for row in rows})
+    if args.model:
+        # Only the answers of the --model run whose weights these are.
+        retargeted, _ = problems.identity(f"{RETARGETED_MODEL}/ppl", model=args.model)
+        models = [model for model in models if model == retargeted.partition("/")[0]]
+        if not models:
+            raise BadInput(f"no finished cells of {args.model} in {', '.join(map(str, args.out))}")
     for model in models:
-        n_blocks = problems.block_count(f"{model}/ppl")
+        named, retarget = serving_model(model, args.model)
+        n_blocks = problems.block_count(f"{named}/ppl", **retarget)
         # The dense model first, then the runs' answers by k, then (asked for) every single block.
         answers = sorted({tuple(row["subset"]) for row in rows if row["problem"].startswith(model + "/")},
                          key=lambda subset: (len(subset), subset))
         singles = [(block,) for block in range(n_blocks)] if args.singles else []
         subsets = [canonical_subset(s, n_blocks) for s in [(), *answers, *singles]]
         started = time.perf_counter()
-        seconds = evaluate_models(model, subsets, sets, options)
+        seconds = evaluate_models(named, subsets, sets, {**options, **retarget})
         print(f"{model}: {len(set(subsets))} pruned models × {len(sets)} sets in "
               f"{time.perf_counter() - started:.0f} s; seconds per new evaluation: "
               + ", ".join(f"{name} {spent / count:.1f} ({count})" for name, (count, spent) in seconds.items() if count))

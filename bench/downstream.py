@@ -21,18 +21,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 from scipy import stats
 
 import problems
+from oracle.errors import BadInput
 from oracle.subset import Subset
 
 HEADLINE = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "piqa": "acc_norm",
             "winogrande": "acc", "boolq": "acc"}
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
+RETARGETED_MODEL = "smollm2-135m"  # the named model whose problems `--model` re-targets
 CHUNK = 8  # subsets per stored batch: an interrupted build keeps all but the last few
 
 
@@ -72,6 +75,20 @@ def set_problem(model: str, name: str, options: dict[str, Any], oracle: str = "r
     return problems.get(f"{model}/{name}", oracle=oracle, **chosen)
 
 
+def serving_model(model: str, path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The named model whose evaluation sets serve the pruned models of `model` (the model part of
+    a run's problem names), and the options that retarget those sets: a named model serves
+    itself; a `--model` run's model (named after its directory) is the weights at `path`, put in
+    place of the study's model as `run --model` does."""
+    from problems.model_problems import MODELS
+
+    if path is None:
+        if model not in MODELS:
+            raise BadInput(f"{model} is the model of a --model run: give its weights with --model")
+        return model, {}
+    return RETARGETED_MODEL, {"model": path}
+
+
 def evaluate_models(model: str, subsets: Sequence[Subset], sets: Sequence[str], options: dict[str, Any],
                     progress: TextIO | None = None) -> dict[str, tuple[int, float]]:
     """Evaluate every subset on every set (live, write-through; what is stored is skipped),
@@ -79,6 +96,7 @@ def evaluate_models(model: str, subsets: Sequence[Subset], sets: Sequence[str], 
     interrupted build holds whole pruned models (all sets) and resumes where it stopped.
     Returns per set the number of new evaluations and the seconds they took."""
     progress = progress or sys.stderr
+    label = Path(options["model"]).name if "model" in options else model
     seconds = {name: (0, 0.0) for name in sets}
     for size in sorted({len(subset) for subset in subsets}):
         group = [subset for subset in dict.fromkeys(subsets) if len(subset) == size]
@@ -94,7 +112,7 @@ def evaluate_models(model: str, subsets: Sequence[Subset], sets: Sequence[str], 
                 count += len(evaluations)
                 spent += sum(evaluation.cost_s for evaluation in evaluations)
                 seconds[name] = (count, spent)
-                print(f"{model} k={size}, models {start + len(chunk)}/{len(group)}: {name} {len(todo)} new "
+                print(f"{label} k={size}, models {start + len(chunk)}/{len(group)}: {name} {len(todo)} new "
                       f"({len(chunk) - len(todo)} stored), {spent / count:.1f} s per pruned model",
                       file=progress, flush=True)
     return seconds

@@ -56,7 +56,8 @@ def build_report(out: Path) -> Path:
     names = sorted({problem for problem, _ in cells})
     table_records = environment.get("tables", {})
     tables = {name: table_label(table_records.get(name)) for name in names}
-    n_blocks = {name: problems.block_count(name) for name in names}  # an unknown problem stops here
+    # As the run recorded it, else from the name (runs before N was recorded): an unknown problem stops here.
+    n_blocks = {name: (table_records.get(name) or {}).get("n_blocks") or problems.block_count(name) for name in names}
     target = out / REPORT_DIR
     target.mkdir(parents=True, exist_ok=True)
     landscapes = [landscape for name in names if (landscape := load_landscape(name, table_records.get(name)))]

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 import problems
 import solvers
+from bench.downstream import RETARGETED_MODEL
 from bench.metrics import best_so_far, gap, normalised_score
 from oracle.environment import current_environment
 from oracle.errors import BadInput, TableMiss
@@ -52,7 +53,8 @@ DEFAULT_GRID = {
     "gemma3-270m/ppl": (2,),
     "gemma3-270m/margin": (2,),
 }
-STUDY_PROBLEMS = ("smollm2-135m/ppl", "smollm2-135m/margin")  # the study's objectives: what --model re-targets
+# The study's objectives, on the model that --model re-targets.
+STUDY_PROBLEMS = (f"{RETARGETED_MODEL}/ppl", f"{RETARGETED_MODEL}/margin")
 MATCHED_BUDGET = ("random", "evopress")
 DEFAULT_BUDGETS = {"random": 100, "evopress": 100}
 NEVERGRAD_BUDGET = 100  # ng-<Name> cells search like random and evopress: the same default
@@ -437,13 +439,14 @@ def _replace(path: Path, text: str) -> None:
 
 
 def table_record(problem) -> dict:
-    """Fingerprint and path of the table a problem replays or writes (None for synthetic problems)."""
+    """Fingerprint and path of the table a problem replays or writes (None for synthetic problems),
+    and N (a `--model` run's problem is not named, so its report cannot look N up)."""
     oracle, table = problem.oracle, None
     while oracle is not None and table is None:
         table = getattr(oracle, "table", None)
         oracle = getattr(oracle, "inner", None)
     return {"fingerprint": getattr(table, "fingerprint", None) or problem.spec.get("fingerprint"),
-            "path": str(table.path) if table is not None else None}
+            "path": str(table.path) if table is not None else None, "n_blocks": problem.n_blocks}
 
 
 def write_environment(out: Path, tables: dict[str, dict], command_line: Sequence[str]) -> None:

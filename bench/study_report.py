@@ -12,7 +12,8 @@ import numpy as np
 
 from bench import figures, study
 from bench.analysis import split_problem
-from bench.downstream import HEADLINE, evaluation_sets, stored_scores
+from bench.downstream import HEADLINE, evaluation_sets, serving_model, stored_scores
+from problems.model_problems import MODELS
 from solvers.criteria import ranked_blocks
 
 SINGLES_TARGET = "Δ calibration loss"
@@ -33,9 +34,11 @@ class StudySection:
     coverage: str = ""
 
 
-def downstream_scores(cells, n_blocks: dict[str, int]) -> dict[tuple[str, tuple[int, ...]], study.Scores]:
+def downstream_scores(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None]
+                      ) -> dict[tuple[str, tuple[int, ...]], study.Scores]:
     """(model, subset) → stored scores per evaluation set, for every answer of the run, the dense
-    model and every single-block removal, of the models with downstream tables."""
+    model and every single-block removal, of the models with downstream tables (a `--model`
+    run's model: when its weights, named in its calibration tables, are here)."""
     from oracle.errors import DepthbenchError
 
     wanted: dict[str, set[tuple[int, ...]]] = {}
@@ -48,12 +51,28 @@ def downstream_scores(cells, n_blocks: dict[str, int]) -> dict[tuple[str, tuple[
     found: dict[tuple[str, tuple[int, ...]], study.Scores] = {}
     for model, subsets in wanted.items():
         try:
-            stored = stored_scores(model, sorted(subsets), evaluation_sets(), {})
+            named, retarget = serving_model(model, model_weights(model, cells, table_paths))
+            stored = stored_scores(named, sorted(subsets), evaluation_sets(), retarget)
         except DepthbenchError:
-            continue  # a model without downstream problems (a custom --model run): no downstream section
+            continue  # no downstream tables, or a --model run whose weights are not here
         for (subset, name), value in stored.items():
             found.setdefault((model, subset), {})[name] = value
     return found
+
+
+def model_weights(model: str, cells, table_paths: dict[str, Path | None]) -> str | None:
+    """Where the weights of a `--model` run's model are, as its calibration tables record them
+    (None for a named model, or when no table of the run names them)."""
+    if model in MODELS:
+        return None
+    for problem, _ in cells:
+        table = _open(table_paths.get(problem)) if split_problem(problem)[0] == model else None
+        if table is not None:
+            with table:
+                path = table.spec.get("model", {}).get("path")
+            if path:
+                return path
+    return None
 
 
 def _interval(interval: tuple[float, float], digits: int = 2, sign: str = "+") -> str:
@@ -75,7 +94,7 @@ def _subset(subset) -> str:
 
 
 def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], target: Path) -> StudySection:
-    scores = downstream_scores(cells, n_blocks)
+    scores = downstream_scores(cells, n_blocks, table_paths)
     section = StudySection()
     answers = {(split_problem(problem)[0], tuple(row["subset"])) for (problem, _), runs in cells.items()
                for rows in runs.values() for row in rows if split_problem(problem)[0] != "synthetic"}

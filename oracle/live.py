@@ -11,7 +11,7 @@ h_N (after the last block, before the final norm, so the last block compares lik
 padding tokens are ignored and these forwards are not evaluations."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ from oracle.evaluation import Evaluation, OracleCounters, rank_key
 from oracle.mutual_information import canonical_information, principal_basis
 from oracle.objectives import PreparedObjective
 from oracle.subset import Subset
+
+# Subsets per chunk of `evaluate_iter`: a killed build loses at most this many evaluations, and
+# a chunk boundary costs one shared prefix recomputed.
+STORED_CHUNK = 16
 
 
 class LiveOracle:
@@ -67,6 +71,15 @@ class LiveOracle:
         self.counters.evaluations += len(unique)
         self.counters.cost_s += cost * len(unique)
         return [results[subset] for subset in subsets]
+
+    def evaluate_iter(self, subsets: Sequence[Subset], chunk: int = STORED_CHUNK) -> Iterator[list[Evaluation]]:
+        """The distinct subsets of a batch, `chunk` at a time in visit order: a caller that stores
+        each chunk as it comes (MemoOracle) keeps every finished one if the batch is interrupted.
+        The values are those of one `evaluate` of the whole batch (each subset is computed on
+        its own; the dense states stay cached across chunks)."""
+        unique = sorted(set(subsets), key=lambda subset: visit_order(subset, self.n_blocks))
+        for start in range(0, len(unique), chunk):
+            yield self.evaluate(unique[start : start + chunk])
 
     def _logprobs(self, unique: list[Subset]) -> dict[Subset, torch.Tensor]:
         """Scored log-probabilities of each subset, every batch's in order, on the CPU: they

@@ -28,8 +28,8 @@ Chunks = Callable[[Sequence[Subset]], Iterable[list[Evaluation]]]
 class MemoOracle:
     """Write-through memo: requests found in the table are hits (source 'table'); the misses of
     a batch go to `inner` as one batch, once each, and are appended to the table. An inner
-    oracle with `evaluate_iter` (RayOracle) hands them back chunk by chunk, and each chunk is
-    appended as it arrives, so an interrupted batch keeps every finished chunk."""
+    oracle with `evaluate_iter` (LiveOracle, RayOracle) hands them back chunk by chunk, and each
+    chunk is appended as it arrives, so an interrupted batch keeps every finished chunk."""
 
     def __init__(self, inner: Oracle, table: EvaluationTable):
         _check_compatible(inner, table, role="inner")

@@ -197,12 +197,9 @@ class DeferredLiveOracle:
         return self.live.evaluate(subsets)
 
     def evaluate_iter(self, subsets):
-        """Ray's chunks as they finish, else the batch as one chunk: the memo stores each as it
-        arrives."""
-        if self.executor[0] == "ray":
-            yield from self.live.evaluate_iter(subsets)
-        else:
-            yield self.evaluate(subsets)
+        """The live oracle's chunks as they finish (Ray's workers', or the in-process oracle's
+        STORED_CHUNK at a time): the memo stores each as it arrives."""
+        yield from self.live.evaluate_iter(subsets)
 
     def block_scores(self, criterion: str):
         return self.live.block_scores(criterion)

@@ -2,11 +2,13 @@
 option on the model rebuilt without the blocks; acc and acc_norm from stored values; the
 evaluation sets are problems with stable specs; intervals behave."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from bench.downstream import SetScores, mean_accuracy_interval, perplexity_interval, wilson_interval
+from bench.downstream import HEADLINE, SetScores, mean_accuracy_interval, perplexity_interval, wilson_interval
 from oracle.block_runner import BlockRunner
 from oracle.errors import DataError
 from oracle.live import LiveOracle
@@ -165,3 +167,29 @@ def test_an_interrupted_build_holds_whole_pruned_models(monkeypatch):
                      ("arc_easy", ((3, 4),)), ("heldout-wiki", ((3, 4),))]
     assert seconds == {"arc_easy": (4, 4.0), "heldout-wiki": (3, 3.0)}
     assert "m k=1, models 2/3: heldout-wiki 1 new (1 stored)" in progress.getvalue()
+
+
+def test_a_model_run_is_evaluated_downstream_and_reported(tmp_path, monkeypatch, capsys):
+    """`downstream --model DIR` evaluates the answers of `run --model DIR`, and the run's report
+    finds those evaluations through the weights its calibration tables name."""
+    from bench.cli import main
+    from tests.tiny_models import save_tiny_model_directory
+
+    monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path / "tables"))
+    directory = tmp_path / "tiny-llama"
+    save_tiny_model_directory(directory, n_blocks=4)
+    out = tmp_path / "run"
+    assert main(["run", "--problem", "smollm2-135m/ppl", "--model", str(directory), "--oracle", "live", "--k", "1",
+                 "--solvers", "oneshot,exact", "--seeds", "0", "--windows", "2", "--window-tokens", "16",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["downstream", str(out)]) == 2
+    assert "tiny-llama is the model of a --model run: give its weights with --model" in capsys.readouterr().err
+    assert main(["downstream", str(out), "--model", str(directory), "--sets", *HEADLINE]) == 0
+    assert "tiny-llama: " in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    summary = (out / "report" / "summary.md").read_text()
+    # Six accuracies and their mean, each with its interval, for the dense and the pruned model.
+    accuracies = r"( \d+\.\d \[\d+, \d+\] \|){7}"
+    assert re.search(r"\| tiny-llama \|" + accuracies, summary), summary
+    assert re.search(r"\| tiny-llama/ppl k=1 \| exact \| 0 \| \{3\} \| 0\.1109 \|" + accuracies, summary), summary

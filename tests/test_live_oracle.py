@@ -171,3 +171,39 @@ def test_lm_head_chunk_size_does_not_change_values():
     # does), so the last bit can depend on the chunk.
     for a, b in zip(chunked.evaluate(SUBSETS), whole.evaluate(SUBSETS)):
         np.testing.assert_allclose(a.per_sample, b.per_sample, rtol=1e-6, atol=0)
+
+
+def test_a_batch_comes_back_in_chunks_that_a_memo_stores_as_they_finish(tmp_path):
+    """An interrupted in-process batch keeps its finished chunks in the table, and the chunks'
+    values are those of one evaluation of the whole batch."""
+    from oracle.memo import MemoOracle
+    from oracle.table import EvaluationTable
+
+    model = tiny_model("llama")
+    whole = {e.subset: e.per_sample for e in ppl_oracle(model).evaluate(SUBSETS)}
+    chunks = list(ppl_oracle(model).evaluate_iter(SUBSETS + SUBSETS[:2], chunk=4))
+    assert [len(chunk) for chunk in chunks] == [4, 4, 1]
+    for chunk in chunks:
+        for evaluation in chunk:
+            np.testing.assert_allclose(evaluation.per_sample, whole[evaluation.subset], rtol=1e-6)
+
+    class Killed(Exception):
+        pass
+
+    oracle = ppl_oracle(model)
+    chunked = oracle.evaluate_iter
+    finished = []
+
+    def killed_after_one_chunk(subsets):
+        for chunk in chunked(subsets, chunk=4):
+            if finished:
+                raise Killed
+            finished.extend(evaluation.subset for evaluation in chunk)
+            yield chunk
+
+    oracle.evaluate_iter = killed_after_one_chunk
+    table = EvaluationTable.create(tmp_path / "t.h5", fingerprint="test", n_blocks=oracle.n_blocks, n_samples=5,
+                                   spec={"tiny": "llama"})
+    with pytest.raises(Killed):
+        MemoOracle(oracle, table).evaluate(SUBSETS)
+    assert sorted(table.subsets()) == sorted(finished) and len(finished) == 4

@@ -177,7 +177,8 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
             [[c.problem, c.criterion, c.target, f"{c.pearson:+.2f}", f"{c.spearman:+.2f}",
               f"{100 * c.misranked:.1f}%"] for c in criteria],
             "Criteria scores: higher = more important (cosine: ShortGPT's block influence 1 − cos); damage: Δ "
-            "of removing the block alone, or the drop of a task's accuracy. 50% misranked is chance."))
+            "of removing the block alone, or on an evaluation set (the ppl problem's criteria) the drop of a "
+            "task's accuracy or the rise of held-out NLL. 50% misranked is chance."))
     for model, (labels, matrix) in relevance.items():
         section.figures.append((f"Per-block relevance: {model}",
                                 figures.relevance(model, labels, matrix, target / f"relevance__{model}.png"),
@@ -291,9 +292,12 @@ def block_relevance(cells, n_blocks: dict[str, int], table_paths: dict[str, Path
                     ) -> tuple[list[study.CriterionAlignment], dict[str, tuple[list[str], np.ndarray]]]:
     """Per model: the damage of removing each block alone under each objective (Δ from its table)
     and on each evaluation set whose singles are stored (accuracy drop in points; held-out NLL
-    increase), and how the stored hidden-state criteria rank blocks against each damage."""
+    increase), and how the stored hidden-state criteria rank blocks against each damage (against
+    a set's damage, the criteria of the model's ppl problem: block influence on text, as ShortGPT
+    measures it)."""
     criteria: list[study.CriterionAlignment] = []
     relevance: dict[str, tuple[list[str], np.ndarray]] = {}
+    text_criteria: dict[str, tuple[str, dict[str, np.ndarray]]] = {}  # model → (problem, criterion → scores)
     for problem in sorted({problem for problem, _ in cells}):
         model, objective = split_problem(problem)
         table = _open(table_paths.get(problem))
@@ -306,12 +310,15 @@ def block_relevance(cells, n_blocks: dict[str, int], table_paths: dict[str, Path
                 continue
             damage = np.array([single.loss - empty.loss for single in singles])
             stored = {name: _attribute(table, f"block_scores/{name}") for name in ("cosine", "angular")}
+        usable = {name: np.asarray(values) for name, values in stored.items()
+                  if values is not None and np.all(np.isfinite(values))}
+        if objective == "ppl" or model not in text_criteria:
+            text_criteria[model] = (problem, usable)
         labels, rows = relevance.setdefault(model, ([], []))
         labels.append(f"Δ {objective}")
         rows.append(damage)
-        for name, values in stored.items():
-            if values is not None and np.all(np.isfinite(values)):
-                criteria.append(study.criterion_alignment(problem, name, SINGLES_TARGET, np.asarray(values), damage))
+        criteria += [study.criterion_alignment(problem, name, SINGLES_TARGET, values, damage)
+                     for name, values in usable.items()]
     for model, (labels, rows) in list(relevance.items()):
         dense = scores.get((model, ()))
         blocks = len(rows[0])
@@ -321,10 +328,15 @@ def block_relevance(cells, n_blocks: dict[str, int], table_paths: dict[str, Path
                 continue
             if name in HEADLINE:
                 base = 100 * np.mean(dense[name].headline(name))
-                rows.append(np.array([base - 100 * np.mean(f.headline(name)) for f in found]))
+                damage = np.array([base - 100 * np.mean(f.headline(name)) for f in found])
                 labels.append(f"{name} accuracy drop")
             else:
-                rows.append(np.array([np.mean(f.nll) - np.mean(dense[name].nll) for f in found]))
+                damage = np.array([np.mean(f.nll) - np.mean(dense[name].nll) for f in found])
                 labels.append(f"{name} Δ NLL")
+            rows.append(damage)
+            problem, usable = text_criteria[model]
+            if np.ptp(damage) > 0:  # a damage equal for every block ranks nothing
+                criteria += [study.criterion_alignment(problem, criterion, labels[-1], values, damage)
+                             for criterion, values in usable.items()]
         relevance[model] = (labels, np.array(rows))
     return criteria, relevance

@@ -156,3 +156,27 @@ def test_one_shot_against_iterative_reads_both_answers_of_each_criterion_from_th
     (found,) = one_shot_against_iterative(cells, {"m/ppl": 6}, {"m/ppl": path})
     assert found.lines == [["m/ppl", "2", "0.5000 {0,1}", "0.2500 {1,4}", "—", "not in table {0,5}", "1.0000 ~",
                             "0.2500"]]
+
+
+def test_criteria_are_judged_against_each_sets_single_removal_damage(tmp_path):
+    """Against calibration Δ and, once singles are evaluated downstream, each set's damage (with
+    the ppl problem's criteria); a set whose damage is the same for every block ranks nothing."""
+    from bench.study_report import block_relevance
+    from oracle.evaluation import Evaluation
+    from oracle.table import EvaluationTable
+
+    losses = {(): 1.0, (0,): 3.0, (1,): 1.5, (2,): 1.2, (3,): 2.0}
+    with EvaluationTable.create(tmp_path / "t.h5", fingerprint="f", n_blocks=4, n_samples=0, spec={}) as table:
+        table.append([Evaluation(subset, loss, None, 1.0, "live") for subset, loss in losses.items()])
+        table.set_attribute("block_scores/cosine", [0.9, 0.1, 0.2, 0.3])
+    correct = {(): 8, (0,): 2, (1,): 7, (2,): 8, (3,): 5}  # of 8 items
+    scores = {("m", subset): {"arc_easy": SetScores(acc=np.zeros(8), acc_norm=np.arange(8) < right),
+                              "winogrande": SetScores(acc=np.ones(8), acc_norm=np.ones(8))}
+              for subset, right in correct.items()}
+    criteria, relevance = block_relevance({("m/ppl", 1): {}}, {"m/ppl": 4}, {"m/ppl": tmp_path / "t.h5"}, scores)
+    labels, matrix = relevance["m"]
+    assert labels == ["Δ ppl", "arc_easy accuracy drop", "winogrande accuracy drop"]
+    np.testing.assert_allclose(matrix[1], [75.0, 12.5, 0.0, 37.5])
+    assert [(c.problem, c.criterion, c.target) for c in criteria] == [
+        ("m/ppl", "cosine", "Δ calibration loss"), ("m/ppl", "cosine", "arc_easy accuracy drop")]
+    assert criteria[1].spearman == pytest.approx(0.8) and criteria[1].misranked == pytest.approx(1 / 6)

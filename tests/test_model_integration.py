@@ -63,7 +63,9 @@ def test_gemma_blocks_keep_their_attention_type_when_others_are_skipped():
         with torch.no_grad():
             logits = rebuilt_without(model, evaluation.subset)(windows).logits.double()
         nll = -logits[:, :-1].log_softmax(-1).gather(2, windows[:, 1:, None])[..., 0].mean(1).numpy()
-        np.testing.assert_allclose(evaluation.per_sample, nll, rtol=1e-5)
+        # fp32 sums over 600 tokens and 18 blocks differ by ~1e-5 between the two paths with the
+        # thread count; every block attending globally is off by 2.5% (measured).
+        np.testing.assert_allclose(evaluation.per_sample, nll, rtol=1e-4)
 
 
 def test_cli_evaluates_live_stores_replays_and_verifies(tmp_path, monkeypatch, capsys):

@@ -174,6 +174,8 @@ def shipped_problem(tmp_path, monkeypatch, read_only):
     monkeypatch.setenv("DEPTHBENCH_TABLES", str(tmp_path / "user"))
     model = CountingOracle(spec["fingerprint"], n_blocks)
     monkeypatch.setattr(model_oracles.DeferredLiveOracle, "evaluate", lambda self, subsets: model.evaluate(subsets))
+    monkeypatch.setattr(model_oracles.DeferredLiveOracle, "evaluate_iter",
+                        lambda self, subsets: iter([model.evaluate(subsets)]))
     return path
 
 

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run directories whose answers to evaluate (default results/default)")
     downstream.add_argument("--problem", nargs="+", help="only the answers to these problems (default: all of a "
                                                          "model's problems in the runs)")
-    downstream.add_argument("--sets", nargs="+", help="evaluation sets (default: the six tasks and heldout-wiki)")
+    downstream.add_argument("--sets", nargs="+",
+                            help="evaluation sets (default: the six tasks and both held-out texts)")
     downstream.add_argument("--singles", action="store_true",
                             help="also every single-block removal (the per-block relevance of the report)")
     downstream.add_argument("--items", type=integer, help="items per task (default 100; --study-sizes: all)")

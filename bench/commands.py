@@ -211,7 +211,7 @@ def run(args: Namespace) -> int:
 
 
 def downstream(args: Namespace) -> int:
-    from bench.downstream import RETARGETED_MODEL, evaluate_models, evaluation_sets, serving_model
+    from bench.downstream import evaluate_models, evaluation_sets, record_draw, run_model, serving_model
     from bench.runner import completed, read_rows
     from oracle.subset import canonical_subset
 
@@ -228,11 +228,11 @@ def downstream(args: Namespace) -> int:
     options = {key: value for key, value in options.items() if value is not None}
     models = sorted({row["problem"].partition("/")[0] for row in rows})
     if args.model:
-        # Only the answers of the --model run whose weights these are.
-        retargeted, _ = problems.identity(f"{RETARGETED_MODEL}/ppl", model=args.model)
-        models = [model for model in models if model == retargeted.partition("/")[0]]
+        models = [model for model in models if model == run_model(args.model)]  # only that run's answers
         if not models:
             raise BadInput(f"no finished cells of {args.model} in {', '.join(map(str, args.out))}")
+    for out in args.out:
+        record_draw(out, options)
     for model in models:
         named, retarget = serving_model(model, args.model)
         n_blocks = problems.block_count(f"{named}/ppl", **retarget)

@@ -18,6 +18,7 @@ task, for the mean accuracy (`mean_accuracy_interval`)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 RETARGETED_MODEL = "smollm2-135m"  # the named model whose problems `--model` re-targets
 CHUNK = 8  # subsets per stored batch: an interrupted build keeps all but the last few
+DRAW_RECORD = "downstream.json"  # in a run directory: the item draw its answers were evaluated on
+DRAW_OPTIONS = ("items", "study_sizes")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,33 @@ def serving_model(model: str, path: str | None = None) -> tuple[str, dict[str, A
             raise BadInput(f"{model} is the model of a --model run: give its weights with --model")
         return model, {}
     return RETARGETED_MODEL, {"model": path}
+
+
+def run_model(path: str) -> str:
+    """The model part of the problem names of a `run --model path` run (`serving_model`'s inverse)."""
+    retargeted, _ = problems.identity(f"{RETARGETED_MODEL}/ppl", model=path)
+    return retargeted.partition("/")[0]
+
+
+def record_draw(out: Path, options: dict[str, Any]) -> None:
+    """Note in run directory `out` which item draw `bench downstream` evaluated its answers on,
+    so that its report reads that draw (the last one evaluated) and not the default."""
+    draw = {key: options[key] for key in DRAW_OPTIONS if key in options}
+    (Path(out) / DRAW_RECORD).write_text(json.dumps(draw, sort_keys=True) + "\n")
+
+
+def recorded_draw(out: Path) -> dict[str, Any]:
+    """The draw options `record_draw` noted in `out` ({} for the default draw or none noted)."""
+    path = Path(out) / DRAW_RECORD
+    if not path.exists():
+        return {}
+    try:
+        draw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BadInput(f"{path}: not a downstream draw record ({error.msg})") from None
+    if not isinstance(draw, dict) or set(draw) - set(DRAW_OPTIONS):
+        raise BadInput(f"{path}: not a downstream draw record (expected keys among {', '.join(DRAW_OPTIONS)})")
+    return draw
 
 
 def evaluate_models(model: str, subsets: Sequence[Subset], sets: Sequence[str], options: dict[str, Any],

@@ -13,6 +13,7 @@ import numpy as np
 
 import problems
 from bench import analysis, figures
+from bench.downstream import recorded_draw
 from bench.study_report import StudySection, build_study
 from bench.runner import (
     ENVIRONMENT,
@@ -57,7 +58,8 @@ def build_report(out: Path) -> Path:
     table_records = environment.get("tables", {})
     tables = {name: table_label(table_records.get(name)) for name in names}
     # As the run recorded it, else from the name (runs before N was recorded): an unknown problem stops here.
-    n_blocks = {name: (table_records.get(name) or {}).get("n_blocks") or problems.block_count(name) for name in names}
+    n_blocks = {name: (table_records.get(name) or {}).get("n_blocks") or problems.block_count(name)
+                for name in names}
     target = out / REPORT_DIR
     target.mkdir(parents=True, exist_ok=True)
     landscapes = [landscape for name in names if (landscape := load_landscape(name, table_records.get(name)))]
@@ -103,7 +105,7 @@ def build_report(out: Path) -> Path:
 
     paths = {name: Path(record["path"]) if record and record.get("path") else None
              for name, record in ((name, table_records.get(name)) for name in names)}
-    findings = build_study(cells, n_blocks, paths, target)
+    findings = build_study(cells, n_blocks, paths, recorded_draw(out), target)
     sections += [Section(title, path, caption) for title, path, caption in findings.figures]
 
     board = leaderboard_cells(rows)

@@ -8,7 +8,8 @@ report's study section and its verdicts.
    objectives against a block-relabelling null, and an exchange test of whether solutions
    agree more within an objective than across objectives for the same solver.
 3. `rank_alignment`: finding (ii) — Spearman ρ between calibration-loss rank and accuracy rank of
-   the distinct models one objective's solvers return, with a bootstrap interval over items.
+   the distinct models one objective's solvers return, with a bootstrap interval over models and
+   items.
 4. `search_against_objective`: finding (iii) — the spread of mean accuracy across solvers
    within an objective (σ², and the mean absolute difference between solvers) against the
    change from switching the objective with the solver fixed, with bootstrap intervals.
@@ -18,7 +19,8 @@ report's study section and its verdicts.
    the rules stated with each function.
 
 Accuracies are in points (percent). Bootstraps resample evaluation items within each task, the
-same items for every model, so differences between models are paired."""
+same items for every model, so differences between models are paired; finding (ii)'s also
+resamples the models, since its few models are themselves a sample of what solvers return."""
 
 from __future__ import annotations
 
@@ -218,7 +220,7 @@ class RankAlignment:
     loss: tuple[float, ...]  # their calibration losses
     accuracy: tuple[float, ...]  # their mean accuracies (points)
     rho: float  # Spearman ρ of (−loss, accuracy): positive when lower loss goes with higher accuracy
-    interval: tuple[float, float]  # bootstrap over evaluation items (the losses held fixed)
+    interval: tuple[float, float]  # bootstrap over models (each with its loss) and evaluation items
 
 
 def rank_alignment(cells, scores: dict[tuple[str, tuple[int, ...]], Scores], seed: int = 0) -> list[RankAlignment]:
@@ -234,16 +236,37 @@ def rank_alignment(cells, scores: dict[tuple[str, tuple[int, ...]], Scores], see
         if len(ranked) < 4:
             continue
         per_task = _outcomes([scores[model, subset] for subset in ranked])
-        minus_loss = -np.array([losses[subset] for subset in ranked])
-
-        def rho(accuracies: np.ndarray) -> float:
-            value = stats.spearmanr(minus_loss, accuracies).statistic
-            return float(value) if np.isfinite(value) else 0.0  # a resample where all tie: no alignment
-
+        loss = np.array([losses[subset] for subset in ranked])
         means = _mean_accuracy(*per_task)
-        found.append(RankAlignment(problem, k, tuple(ranked), tuple(-minus_loss), tuple(means), rho(means),
-                                   _bootstrap(per_task, rho, seed)))
+        found.append(RankAlignment(problem, k, tuple(ranked), tuple(loss), tuple(means), _rho(loss, means),
+                                   _models_and_items_bootstrap(loss, per_task, seed)))
     return found
+
+
+def _rho(loss: np.ndarray, accuracy: np.ndarray) -> float:
+    if np.ptp(loss) == 0 or np.ptp(accuracy) == 0:
+        return 0.0  # all tied (one model drawn throughout): no alignment
+    return float(stats.spearmanr(-loss, accuracy).statistic)
+
+
+def _models_and_items_bootstrap(loss: np.ndarray, per_task: list[np.ndarray], seed: int) -> tuple[float, float]:
+    """Percentile interval of ρ when both the models (each with its loss) and the items within
+    each task (the same for every model) are drawn with replacement. scipy's bootstrap draws
+    along one axis of paired samples; this statistic needs two independent draws per resample."""
+    rng = np.random.default_rng(seed)
+    models = rng.integers(0, len(loss), (BOOTSTRAP_RESAMPLES, len(loss)))
+    # An item drawn c times weighs c: resample × model mean accuracy under every item draw at once.
+    accuracy = 100 * np.mean([rng.multinomial(outcomes.shape[1], np.full(outcomes.shape[1], 1 / outcomes.shape[1]),
+                                              size=BOOTSTRAP_RESAMPLES) @ outcomes.T / outcomes.shape[1]
+                              for outcomes in per_task], axis=0)
+    accuracy = np.take_along_axis(accuracy, models, axis=1)
+    ranks = [stats.rankdata(values, axis=1) for values in (-loss[models], accuracy)]
+    centred = [r - r.mean(axis=1, keepdims=True) for r in ranks]
+    spread = np.sqrt(np.sum(centred[0] ** 2, axis=1) * np.sum(centred[1] ** 2, axis=1))
+    # Spearman's ρ is Pearson's r of the ranks; a draw with all losses or accuracies tied aligns nothing.
+    rho = np.divide(np.sum(centred[0] * centred[1], axis=1), spread, out=np.zeros(len(spread)), where=spread > 0)
+    low, high = np.quantile(rho, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
 
 
 # --- 4. Finding (iii): the search moves accuracy less than the objective ---------------------

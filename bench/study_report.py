@@ -34,11 +34,12 @@ class StudySection:
     coverage: str = ""
 
 
-def downstream_scores(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None]
+def downstream_scores(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], draw: dict
                       ) -> dict[tuple[str, tuple[int, ...]], study.Scores]:
-    """(model, subset) → stored scores per evaluation set, for every answer of the run, the dense
-    model and every single-block removal, of the models with downstream tables (a `--model`
-    run's model: when its weights, named in its calibration tables, are here)."""
+    """(model, subset) → stored scores per evaluation set on the item draw `draw` (options of
+    `bench.downstream.recorded_draw`), for every answer of the run, the dense model and every
+    single-block removal, of the models with downstream tables (a `--model` run's model: when
+    its weights, named in its calibration tables, are here)."""
     from oracle.errors import DepthbenchError
 
     wanted: dict[str, set[tuple[int, ...]]] = {}
@@ -52,7 +53,7 @@ def downstream_scores(cells, n_blocks: dict[str, int], table_paths: dict[str, Pa
     for model, subsets in wanted.items():
         try:
             named, retarget = serving_model(model, model_weights(model, cells, table_paths))
-            stored = stored_scores(named, sorted(subsets), evaluation_sets(), retarget)
+            stored = stored_scores(named, sorted(subsets), evaluation_sets(), {**retarget, **draw})
         except DepthbenchError:
             continue  # no downstream tables, or a --model run whose weights are not here
         for (subset, name), value in stored.items():
@@ -93,8 +94,9 @@ def _subset(subset) -> str:
     return "{" + ",".join(map(str, subset)) + "}"
 
 
-def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], target: Path) -> StudySection:
-    scores = downstream_scores(cells, n_blocks, table_paths)
+def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | None], draw: dict, target: Path
+                ) -> StudySection:
+    scores = downstream_scores(cells, n_blocks, table_paths, draw)
     section = StudySection()
     answers = {(split_problem(problem)[0], tuple(row["subset"])) for (problem, _), runs in cells.items()
                for rows in runs.values() for row in rows if split_problem(problem)[0] != "synthetic"}
@@ -118,8 +120,9 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
         "Pruned models downstream (the study's Tables 1–2)",
         ["problem", "solver", "seeds", "removed", "Δ calibration"] + list(HEADLINE) + ["mean"]
         + [f"{text} ppl" for text in texts],
-        lines, "Accuracy in %, 100 items per task drawn by seed 0 (ARC, HellaSwag and PIQA acc_norm; WinoGrande "
-               "and BoolQ acc, as lm-eval-harness reports them), each with its 95% interval: Wilson per task, a "
+        lines, f"Accuracy in % on items drawn by seed 0 ({_items_per_task(scores)}; ARC, HellaSwag and PIQA "
+               "acc_norm; WinoGrande and BoolQ acc, as lm-eval-harness reports them), each with its 95% interval: "
+               "Wilson per task, a "
                "bootstrap over items (stratified by task) for the mean, over windows for perplexity. Held-out "
                "perplexity on BoolQ's validation Wikipedia passages (never calibrated on) and on two Jane Austen "
                "novels."))
@@ -147,7 +150,8 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
             ["problem", "k", "models", "Spearman ρ (lower loss ~ higher accuracy)", "95% interval"],
             [[a.problem, str(a.k), str(len(a.subsets)), f"{a.rho:+.2f}", _interval(a.interval)] for a in alignments],
             "The distinct models the solvers of one objective returned; ρ > 0 when a lower calibration loss goes "
-            "with a higher mean accuracy. Interval: bootstrap over evaluation items (losses fixed)."))
+            "with a higher mean accuracy. Interval: bootstrap over the models (each with its loss) and the evaluation "
+            "items."))
         section.figures.append(("Calibration rank against accuracy rank",
                                 figures.rank_alignment(alignments, target / "rank_alignment.png"),
                                 "Each point a distinct pruned model; rank 1 = lowest calibration loss / highest "
@@ -192,6 +196,15 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
         "Written from the numbers above by the rules of `bench.study.verdicts`; a finding without the data it "
         "needs is not listed."))
     return section
+
+
+def _items_per_task(scores) -> str:
+    """How many items of each task the report's scores hold: "100 per task", or per task."""
+    counts = {task: sorted({len(found[task].acc) for found in scores.values() if task in found}) for task in HEADLINE}
+    sizes = {size for found in counts.values() for size in found}
+    if len(sizes) <= 1:
+        return f"{sizes.pop()} per task" if sizes else "none stored"
+    return ", ".join(f"{task} {'/'.join(map(str, found))}" for task, found in counts.items() if found)
 
 
 def cost_benefit(cells, scores, table_paths: dict[str, Path | None]) -> list[StudyTable]:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.downstream import HEADLINE, SetScores, mean_accuracy_interval, perplexity_interval, wilson_interval
+from bench.downstream import (DRAW_RECORD, HEADLINE, SetScores, mean_accuracy_interval, perplexity_interval, record_draw,
+                              recorded_draw, wilson_interval)
 from oracle.block_runner import BlockRunner
-from oracle.errors import DataError
+from oracle.errors import BadInput, DataError
 from oracle.live import LiveOracle
 from oracle.objectives import ChoiceObjective, choice_accuracy
 from tests.tiny_models import CharTokenizer, items, rebuilt_without, tiny_model
@@ -185,11 +186,21 @@ def test_a_model_run_is_evaluated_downstream_and_reported(tmp_path, monkeypatch,
     capsys.readouterr()
     assert main(["downstream", str(out)]) == 2
     assert "tiny-llama is the model of a --model run: give its weights with --model" in capsys.readouterr().err
-    assert main(["downstream", str(out), "--model", str(directory), "--sets", *HEADLINE]) == 0
+    assert main(["downstream", str(out), "--model", str(directory), "--sets", *HEADLINE, "--items", "20"]) == 0
     assert "tiny-llama: " in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     summary = (out / "report" / "summary.md").read_text()
+    assert "items drawn by seed 0 (20 per task;" in summary, "the report reads the draw that was evaluated"
     # Six accuracies and their mean, each with its interval, for the dense and the pruned model.
     accuracies = r"( \d+\.\d \[\d+, \d+\] \|){7}"
     assert re.search(r"\| tiny-llama \|" + accuracies, summary), summary
     assert re.search(r"\| tiny-llama/ppl k=1 \| exact \| 0 \| \{3\} \| 0\.1109 \|" + accuracies, summary), summary
+
+
+def test_a_draw_record_names_the_draw_and_a_broken_one_is_refused(tmp_path):
+    record_draw(tmp_path, {"items": 20, "device": "cpu"})
+    assert recorded_draw(tmp_path) == {"items": 20}
+    assert recorded_draw(tmp_path / "elsewhere") == {}
+    (tmp_path / DRAW_RECORD).write_text('{"windows": 3}')
+    with pytest.raises(BadInput, match="not a downstream draw record"):
+        recorded_draw(tmp_path)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bench import study
 from bench.downstream import SetScores
@@ -61,6 +62,19 @@ def test_rank_alignment_is_positive_when_lower_loss_means_higher_accuracy():
     reversed_scores = {("m", (i, i + 1)): scores_with(share, seed=i) for i, share in enumerate(reversed(shares))}
     (found,) = study.rank_alignment(cells_of(rows), reversed_scores)
     assert found.rho == pytest.approx(-1.0) and found.interval[1] < -0.5
+
+
+def test_rank_alignment_interval_counts_the_few_models_not_only_the_items():
+    # Eight models, many items each: their accuracies are known almost exactly, so only the
+    # choice of models leaves ρ uncertain; one model out of line makes that uncertainty large.
+    shares = [0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.2]
+    losses = [1, 2, 3, 4, 5, 6, 7, 0.5]
+    rows = [row("m/ppl", 2, f"s{i}", 0, (i, i + 1), loss=loss) for i, loss in enumerate(losses)]
+    scores = {("m", (i, i + 1)): scores_with(share, items=4000, seed=i) for i, share in enumerate(shares)}
+    (found,) = study.rank_alignment(cells_of(rows), scores)
+    assert found.rho == pytest.approx(stats.spearmanr(-np.array(losses), shares).statistic)
+    assert found.interval[0] < 0 < found.interval[1], "dropping or doubling the outlier moves ρ across 0"
+    assert found.interval[0] <= found.rho <= found.interval[1]
 
 
 def test_search_against_objective_separates_a_large_objective_effect_from_small_solver_spread():

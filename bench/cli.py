@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("sources", type=Path, nargs="+")
     merge.set_defaults(handler=lambda a: _commands().table_merge(a))
 
+    rekey = table.add_parser("rekey", help="copy a table built before its problem's token ids were shipped to the "
+                                           "name its problem has now (checked: the same ids)")
+    rekey.add_argument("paths", type=Path, nargs="+")
+    rekey.set_defaults(handler=lambda a: _commands().table_rekey(a))
+
     datasheet = table.add_parser("datasheet", help="write the datasheet (README.md) of a directory of tables")
     datasheet.add_argument("--dir", type=Path, help="default: the shipped tables (surrogate_tables/)")
     datasheet.set_defaults(handler=lambda a: _commands().table_datasheet(a))

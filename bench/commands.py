@@ -371,6 +371,20 @@ def table_merge(args: Namespace) -> int:
     return 0
 
 
+def table_rekey(args: Namespace) -> int:
+    from oracle.table import EvaluationTable, table_path
+    from problems.calibration_tokens import spec_with_shipped_tokens
+
+    for path in args.paths:
+        with EvaluationTable.open(path, mode="r") as table:
+            spec = spec_with_shipped_tokens(table)
+            target = table_path(path.parent, spec["name"], spec["fingerprint"])
+            table.write_rekeyed(target, spec["fingerprint"], spec)
+            rows = len(table)
+        print(f"{path} → {target} ({rows} rows; the old file is no longer read)")
+    return 0
+
+
 def table_verify(args: Namespace) -> int:
     from oracle.table import EvaluationTable
     from problems.calibration_tokens import refuse_other_tokens

@@ -616,6 +616,14 @@ class EvaluationTable:
         self._journal_attributes = 0
         self.writable = True
 
+    def write_rekeyed(self, path: Path, fingerprint: str, spec: dict[str, Any]) -> None:
+        """Write this table's rows and attributes as a new table file at `path` whose problem has
+        fingerprint `fingerprint` and spec `spec`. For a problem whose spec changed but whose
+        values did not (the caller checks that): the rows keep their costs, times and sources."""
+        if path.exists():
+            raise BadInput(f"table {path} exists already: merge into it with `bench table merge`")
+        self._write_snapshot(1, path, fingerprint, spec)
+
     def _compact(self, start_journal: bool = True) -> None:
         """Write every row into a new HDF5 file and rename it over the old one."""
         self._write_snapshot(self._generation + 1)
@@ -626,13 +634,17 @@ class EvaluationTable:
             self._journal.close()
             self._journal = _JournalWriter.start(_journal_path(self.path), self._generation, self._width, self.n_samples)
 
-    def _write_snapshot(self, generation: int) -> None:
-        temporary = self.path.with_name(f"{self.path.name}.tmp{os.getpid()}")
+    def _write_snapshot(self, generation: int, path: Path | None = None, fingerprint: str | None = None,
+                        spec: dict[str, Any] | None = None) -> None:
+        """Write every row and attribute into a new HDF5 file and rename it to `path` (default:
+        over this table's file), under another fingerprint and spec when given."""
+        path = path or self.path
+        temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
         try:
             with h5py.File(temporary, "w", locking=False) as handle:
                 attrs = handle.attrs
-                attrs["fingerprint"] = self.fingerprint
-                attrs["spec"] = canonical_json(self.spec)
+                attrs["fingerprint"] = fingerprint or self.fingerprint
+                attrs["spec"] = canonical_json(spec or self.spec)
                 attrs["description"] = self.description
                 attrs["n_blocks"] = self.n_blocks
                 attrs["n_samples"] = self.n_samples
@@ -651,11 +663,11 @@ class EvaluationTable:
                     chunks = None if 0 in row_shape else (_chunk_rows(len(column), column.dtype, row_shape),) + row_shape
                     handle.create_dataset(name, data=column, maxshape=(None,) + row_shape, chunks=chunks)
             _fsync_path(temporary)
-            os.replace(temporary, self.path)
-            _fsync_path(self.path.parent)
+            os.replace(temporary, path)
+            _fsync_path(path.parent)
         except OSError as error:
             _unlink_quietly(temporary)
-            raise TableError(f"cannot write table {self.path}: {error}") from None
+            raise TableError(f"cannot write table {path}: {error}") from None
 
     def _release(self) -> None:
         if self._journal is not None:

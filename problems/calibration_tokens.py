@@ -39,13 +39,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from oracle.errors import DataError, TokenMismatch
+from oracle.errors import DataError, TableError, TokenMismatch
 from oracle.fingerprint import file_digest
 from problems.calibration_data import DATA_DIR
 
 FORMAT = 1
 #: Models whose default problems ship their token ids.
-TOKEN_MODELS = ("smollm2-135m",)
+TOKEN_MODELS = ("smollm2-135m", "gemma3-270m")
 TOKENIZER_LIBRARIES = ("transformers", "tokenizers")
 #: Objectives scored on the windows of one text-token stream (the ppl file's); the others are
 #: scored on multiple-choice items.
@@ -85,6 +85,34 @@ def shipped_tokens(model: str, source: Any, settings: dict[str, Any], data: dict
         covered = (settings["items"] <= len(content["items"])
                    and settings.get("stratify_by_task") == content.get("stratify_by_task"))
     return {"file": path.name, "sha256": digest} if covered else None
+
+
+def spec_with_shipped_tokens(table: Any) -> dict[str, Any]:
+    """The spec a named model problem's `table` has once a token file serves it: its spec with
+    the file named (hence another fingerprint), after checking that the file's ids are those the
+    table's rows were built on (its token digest). Raises TableError / TokenMismatch otherwise."""
+    from oracle.model_loading import ModelSource
+    from problems.model_problems import MODELS, spec_fingerprint
+
+    spec = table.spec
+    model = str(spec.get("name", "")).partition("/")[0]
+    if model not in MODELS or "data" not in spec:
+        raise TableError(f"table {table.path} is not of a named model's problem: no token file can serve it")
+    if spec["data"].get("tokens"):
+        raise TableError(f"table {table.path} already names token file {spec['data']['tokens']['file']}")
+    tokens = shipped_tokens(model, ModelSource(**spec["model"]), spec["objective"], spec["data"])
+    if tokens is None:
+        raise TableError(f"no shipped token file serves the problem of table {table.path}")
+    stored = _attribute(table, "token_digest")
+    if stored is None:
+        raise TableError(f"table {table.path} records no token digest: which ids its rows were built on is unknown")
+    rekeyed = {**spec, "data": {**spec["data"], "tokens": tokens}}
+    rekeyed["fingerprint"] = spec_fingerprint(rekeyed)
+    digest = prepare_calibration(rekeyed)[1].token_digest
+    if digest != stored:
+        raise TokenMismatch(f"token file {tokens['file']} holds other ids (digest {digest[:16]}) than table "
+                            f"{table.path} was built on ({str(stored)[:16]})")
+    return rekeyed
 
 
 def read_token_file(path: str | Path) -> dict[str, Any]:

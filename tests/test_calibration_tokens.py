@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,10 +32,12 @@ from problems.model_problems import problem_spec, spec_fingerprint
 from problems.table_directories import SHIPPED_TABLES
 from tests.tiny_models import CharTokenizer, save_char_tokenizer, save_tiny_model_directory
 
-DEFAULTS = ("smollm2-135m/ppl", "smollm2-135m/margin")
+DEFAULTS = ("smollm2-135m/ppl", "smollm2-135m/margin", "gemma3-270m/ppl", "gemma3-270m/margin")
 # What the default fingerprints were before the token files: the spec without them still gives it.
-FINGERPRINT_WITHOUT_TOKEN_FILE = {"smollm2-135m/ppl": "e83eb213fa5ba7bf", "smollm2-135m/margin": "42239ca33ffa52a2"}
-TABLE_TOKEN_DIGEST = {"smollm2-135m/ppl": "6b9a141e129eec0f", "smollm2-135m/margin": "c1d6716f5a237990"}
+FINGERPRINT_WITHOUT_TOKEN_FILE = {"smollm2-135m/ppl": "e83eb213fa5ba7bf", "smollm2-135m/margin": "42239ca33ffa52a2",
+                                  "gemma3-270m/ppl": "c7dfd0ba318641d1", "gemma3-270m/margin": "58e4dd85e98a87ce"}
+TABLE_TOKEN_DIGEST = {"smollm2-135m/ppl": "6b9a141e129eec0f", "smollm2-135m/margin": "c1d6716f5a237990",
+                      "gemma3-270m/ppl": "818b241f545b7940", "gemma3-270m/margin": "b1894a481c638ec0"}
 
 
 def shipped_table(name: str) -> Path:
@@ -84,15 +87,15 @@ def test_the_shipped_ids_are_those_the_shipped_tables_were_built_on(name, no_tok
 
 
 def test_a_prefix_of_the_shipped_ids_serves_smaller_problems_and_larger_ones_tokenise(no_tokenizer):
-    ppl, margin = (problem_spec(name)["data"]["tokens"] for name in DEFAULTS)
+    ppl, margin = (problem_spec(name)["data"]["tokens"] for name in DEFAULTS[:2])
     assert problem_spec("smollm2-135m/ppl", windows=4)["data"]["tokens"] == ppl
     assert problem_spec("smollm2-135m/ppl", windows=32, window_tokens=64)["data"]["tokens"] == ppl
     assert problem_spec("smollm2-135m/margin", items=8)["data"]["tokens"] == margin
     assert problem_spec("smollm2-135m/margin", margin_reduce="pudding_sum")["data"]["tokens"] == margin
     for name, sizes in [("smollm2-135m/ppl", {"windows": 17}), ("smollm2-135m/ppl", {"study_sizes": True}),
                         ("smollm2-135m/ppl", {"bos": True}), ("smollm2-135m/margin", {"items": 33}),
-                        ("smollm2-135m/margin", {"study_sizes": True}), ("gemma3-270m/ppl", {}),
-                        ("gemma3-270m/margin", {})]:
+                        ("smollm2-135m/margin", {"study_sizes": True}), ("gemma3-270m/ppl", {"study_sizes": True}),
+                        ("gemma3-270m/margin", {"items": 33})]:
         assert "tokens" not in problem_spec(name, **sizes)["data"], (name, sizes)
 
     full = prepare_calibration(problem_spec("smollm2-135m/ppl"))[1]
@@ -120,6 +123,44 @@ def test_the_fingerprint_changes_when_the_token_file_changes(tmp_path, monkeypat
     # A spec (a table's) naming the file as it was is refused rather than served other ids.
     with pytest.raises(DataError, match="sha256"):
         prepare_calibration(original)
+
+
+def _as_built_before_the_token_file(name: str, directory: Path) -> Path:
+    """A copy of a shipped table under the spec and fingerprint its problem had before its token
+    file was shipped (what a table built then holds)."""
+    spec = without_tokens(problem_spec(name))
+    spec["fingerprint"] = FINGERPRINT_WITHOUT_TOKEN_FILE[name]
+    path = directory / f"{name.replace('/', '__')}__{spec['fingerprint']}.h5"
+    with EvaluationTable.open(shipped_table(name), mode="r") as table:
+        table.write_rekeyed(path, spec["fingerprint"], spec)
+    return path
+
+
+def test_rekey_gives_a_table_built_before_the_token_file_its_problems_name_and_rows(tmp_path, capsys, no_tokenizer):
+    name = "gemma3-270m/margin"
+    old = _as_built_before_the_token_file(name, tmp_path)
+    assert main(["table", "rekey", str(old)]) == 0
+    assert capsys.readouterr().out.startswith(f"{old} → {tmp_path / shipped_table(name).name} (")
+    with EvaluationTable.open(tmp_path / shipped_table(name).name, mode="r") as rekeyed, \
+            EvaluationTable.open(shipped_table(name), mode="r") as shipped:
+        assert (rekeyed.fingerprint, rekeyed.spec) == (shipped.fingerprint, shipped.spec)
+        for column, values in shipped.to_arrays().items():
+            np.testing.assert_array_equal(rekeyed.to_arrays()[column], values, err_msg=column)
+        assert rekeyed.attribute("token_digest") == shipped.attribute("token_digest")
+    assert main(["table", "rekey", str(old)]) == 2
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_rekey_refuses_other_ids_in_one_line_and_writes_nothing(tmp_path, capsys, no_tokenizer):
+    old = _as_built_before_the_token_file("smollm2-135m/margin", tmp_path)
+    with EvaluationTable.open(old, mode="a") as table:
+        table.set_attribute("token_digest", "0" * 64)
+    assert main(["table", "rekey", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds other ids" in err, err
+    assert main(["table", "rekey", str(shipped_table("smollm2-135m/margin"))]) == 2
+    assert "already names token file" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == [old.name]
 
 
 @pytest.mark.parametrize("objective, sizes", [("ppl", {"windows": 3, "window_tokens": 20}), ("margin", {"items": 12})])

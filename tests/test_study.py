@@ -194,3 +194,12 @@ def test_criteria_are_judged_against_each_sets_single_removal_damage(tmp_path):
     assert [(c.problem, c.criterion, c.target) for c in criteria] == [
         ("m/ppl", "cosine", "Δ calibration loss"), ("m/ppl", "cosine", "arc_easy accuracy drop")]
     assert criteria[1].spearman == pytest.approx(0.8) and criteria[1].misranked == pytest.approx(1 / 6)
+
+
+def test_the_report_states_how_many_items_each_task_holds():
+    from bench.study_report import _items_per_task
+
+    assert _items_per_task({("m", ()): scores_with(0.5, items=100)}) == "100 per task"
+    mixed = {("m", ()): scores_with(0.5, items=100), ("m", (1,)): scores_with(0.5, items=30)}
+    assert _items_per_task(mixed) == ", ".join(f"{task} 30/100" for task in study.TASKS)
+    assert _items_per_task({}) == "none stored"

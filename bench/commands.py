@@ -228,7 +228,8 @@ def downstream(args: Namespace) -> int:
     options = {key: value for key, value in options.items() if value is not None}
     models = sorted({row["problem"].partition("/")[0] for row in rows})
     if args.model:
-        models = [model for model in models if model == run_model(args.model)]  # only that run's answers
+        retargeted = run_model(args.model)
+        models = [model for model in models if model == retargeted]  # only that run's answers
         if not models:
             raise BadInput(f"no finished cells of {args.model} in {', '.join(map(str, args.out))}")
     for out in args.out:

@@ -122,8 +122,8 @@ def build_study(cells, n_blocks: dict[str, int], table_paths: dict[str, Path | N
         + [f"{text} ppl" for text in texts],
         lines, f"Accuracy in % on items drawn by seed 0 ({_items_per_task(scores)}; ARC, HellaSwag and PIQA "
                "acc_norm; WinoGrande and BoolQ acc, as lm-eval-harness reports them), each with its 95% interval: "
-               "Wilson per task, a "
-               "bootstrap over items (stratified by task) for the mean, over windows for perplexity. Held-out "
+               "Wilson per task, a bootstrap over items (stratified by task) for the mean, over windows for "
+               "perplexity. Held-out "
                "perplexity on BoolQ's validation Wikipedia passages (never calibrated on) and on two Jane Austen "
                "novels."))
 
